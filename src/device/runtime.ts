@@ -1,0 +1,295 @@
+/**
+ * The part of a virtio device every host shares: the device status machine (§2.1, §3.1.1),
+ * feature negotiation (§2.2), config space access with a generation counter (§2.5), queue
+ * configuration, and turning queue notifications into calls of the device model. A host
+ * (virtio-mmio on the embedded machine, or a vhost-user backend) owns one DeviceRuntime per
+ * device and forwards the driver's actions to it.
+ *
+ * Any error raised while serving a queue (a VirtioError from the ring walk, a malformed
+ * request, or a bug in the device model) is a device error: the runtime sets
+ * DEVICE_NEEDS_RESET, stops all queues, logs the rule that was broken, and sends a
+ * configuration change notification if the driver is running (§2.1.2).
+ */
+import { FeatureBit, Status, TRANSPORT_FEATURES, hasFeature, statusNames } from '../virtio/constants.js';
+import type { DescriptorChain } from '../virtio/chain.js';
+import { DeviceQueue } from '../virtio/device-queue.js';
+import { isVirtioError } from '../virtio/errors.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import { ringViewsFromGuest, type RingViews } from '../virtio/ring-views.js';
+import type { DeviceContext, VirtioDevice } from './device.js';
+
+/** What the runtime needs from the host it runs in. */
+export interface DeviceHost {
+  /** Send a used buffer notification for queue `queue` (the runtime already applied suppression). */
+  interrupt(queue: number): void;
+  /** Send a configuration change notification. */
+  configInterrupt(): void;
+  /** A log line from the device model (e.g. the virtio-test request dump). */
+  log(line: string): void;
+  /** A diagnostic from the runtime: a refused status change, a device error. */
+  warn(line: string): void;
+  /** Called after the runtime set NEEDS_RESET (vhost-user also signals its error eventfd). */
+  onDeviceError?(queue: number | undefined, error: unknown): void;
+}
+
+/** What the driver configured for one queue (§4.2.2 QueueNum/QueueDesc/QueueDriver/QueueDevice/QueueReady). */
+export interface QueueConfig {
+  readonly maxSize: number;
+  size: number;
+  desc: number;
+  avail: number;
+  used: number;
+  ready: boolean;
+}
+
+export class DeviceRuntime {
+  /** §2.1 device status. */
+  status = 0;
+  /** Offered features: the model's own plus the transport/ring features this runtime implements. */
+  readonly offeredFeatures: bigint;
+  /** What the driver wrote (§2.2); the negotiated set once FEATURES_OK is accepted. */
+  driverFeatures = 0n;
+  /** §2.5.1 / §4.2.2 ConfigGeneration: bumped on every device-side config change. */
+  configGeneration = 0;
+  readonly queues: QueueConfig[];
+  private active: (DeviceQueue | null)[];
+  private readonly context: DeviceContext;
+
+  constructor(
+    readonly device: VirtioDevice,
+    readonly memory: GuestMemory,
+    private readonly host: DeviceHost,
+    options: { offeredFeatures?: bigint } = {},
+  ) {
+    this.offeredFeatures = options.offeredFeatures ?? device.features | TRANSPORT_FEATURES;
+    this.queues = device.queueMaxSizes.map((maxSize) => ({ maxSize, size: maxSize, desc: 0, avail: 0, used: 0, ready: false }));
+    this.active = this.queues.map(() => null);
+    const runtime = this;
+    this.context = {
+      memory,
+      get driverFeatures() {
+        return runtime.driverFeatures;
+      },
+      log: (line) => host.log(line),
+      configChanged: () => runtime.configChanged(),
+    };
+  }
+
+  get driverOk(): boolean {
+    return (this.status & Status.DRIVER_OK) !== 0 && (this.status & Status.NEEDS_RESET) === 0;
+  }
+
+  /** §2.1 / §3.1.1: a status write from the driver. 0 resets the device. */
+  writeStatus(value: number): void {
+    value &= 0xff;
+    if (value === 0) {
+      this.reset();
+      return;
+    }
+    const old = this.status;
+    // §2.1.1: the driver MUST NOT clear a device status bit (NEEDS_RESET is the device's own).
+    const driverBits = old & ~Status.NEEDS_RESET;
+    if ((value & driverBits) !== driverBits) {
+      this.host.warn(`status write ${statusNames(value)} clears bits of ${statusNames(old)}: ignored (§2.1.1)`);
+      return;
+    }
+    const added = value & ~old & ~Status.NEEDS_RESET;
+    if (added & Status.FAILED) {
+      this.status = old | Status.FAILED;
+      this.stopQueues();
+      return;
+    }
+    if (added & Status.FEATURES_OK && !this.acceptFeatures()) {
+      // §3.1.1 step 6: leaving FEATURES_OK clear tells the driver its subset is not supported.
+      this.status = (old | added) & ~Status.FEATURES_OK;
+      return;
+    }
+    if (added & Status.DRIVER_OK && !((old | added) & Status.FEATURES_OK)) {
+      this.host.warn('DRIVER_OK without FEATURES_OK: ignored (§3.1.1)');
+      return;
+    }
+    this.status = old | added;
+    if (added & Status.DRIVER_OK) this.activate();
+  }
+
+  /** §2.2: driver feature write; only meaningful before FEATURES_OK (§3.1.1 step 5). */
+  writeDriverFeatures(features: bigint): void {
+    if (this.status & Status.FEATURES_OK) {
+      this.host.warn('driver features written after FEATURES_OK: ignored (§3.1.1)');
+      return;
+    }
+    this.driverFeatures = features;
+  }
+
+  /**
+   * §2.2.1: the device accepts any subset of what it offered; this implementation is
+   * non-legacy only, so VERSION_1 must be accepted (§6.1).
+   */
+  private acceptFeatures(): boolean {
+    const unknown = this.driverFeatures & ~this.offeredFeatures;
+    if (unknown) {
+      this.host.warn(`driver accepted features it was not offered (0x${unknown.toString(16)}): FEATURES_OK refused (§2.2.1)`);
+      return false;
+    }
+    if (!hasFeature(this.driverFeatures, FeatureBit.VERSION_1)) {
+      this.host.warn('driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported): FEATURES_OK refused (§6.1)');
+      return false;
+    }
+    return true;
+  }
+
+  /** §2.1 / §3.1.1 step 1: reset. Queues stop, features and configuration are forgotten. */
+  reset(): void {
+    this.stopQueues();
+    this.status = 0;
+    this.driverFeatures = 0n;
+    for (const q of this.queues) Object.assign(q, { size: q.maxSize, desc: 0, avail: 0, used: 0, ready: false });
+    this.device.reset();
+  }
+
+  /** Reads config space; out-of-range bytes read as 0 (the transport validates access). */
+  readConfig(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    const size = this.device.configSize;
+    if (offset >= 0 && offset < size) {
+      const n = Math.min(length, size - offset);
+      this.device.readConfig(offset, out.subarray(0, n));
+    }
+    return out;
+  }
+
+  writeConfig(offset: number, data: Uint8Array): void {
+    const size = this.device.configSize;
+    if (offset < 0 || offset + data.length > size) {
+      this.host.warn(`config write at ${offset} (+${data.length}) is outside the ${size}-byte config space: ignored`);
+      return;
+    }
+    this.device.writeConfig(offset, data, this.context);
+  }
+
+  /** The device model changed its config space (§2.5.1: generation changes, driver is told). */
+  configChanged(): void {
+    this.configGeneration = (this.configGeneration + 1) >>> 0;
+    if (this.driverOk) this.host.configInterrupt();
+  }
+
+  /** An available buffer notification for queue `index` (§2.7.13.4). */
+  notify(index: number): void {
+    const q = this.active[index];
+    if (!q || !this.driverOk) return; // §2.1.2: nothing is consumed before DRIVER_OK
+    this.process(index, q);
+  }
+
+  /** Activates queue `index` over ring views (vhost-user: when the frontend starts the ring). */
+  startQueue(index: number, rings: RingViews, base: { nextAvail?: number; nextUsed?: number } = {}): DeviceQueue {
+    const q = new DeviceQueue(this.memory, rings, {
+      eventIdx: hasFeature(this.driverFeatures, FeatureBit.RING_EVENT_IDX),
+      indirect: hasFeature(this.driverFeatures, FeatureBit.RING_INDIRECT_DESC),
+      ...base,
+    });
+    this.active[index] = q;
+    return q;
+  }
+
+  /** Stops queue `index`; returns where it stood (vhost-user GET_VRING_BASE). */
+  stopQueue(index: number): { nextAvail: number; nextUsed: number } | null {
+    const q = this.active[index];
+    this.active[index] = null;
+    return q ? { nextAvail: q.nextAvail, nextUsed: q.nextUsed } : null;
+  }
+
+  activeQueue(index: number): DeviceQueue | null {
+    return this.active[index] ?? null;
+  }
+
+  /** §2.1.2: a device error. NEEDS_RESET, queues stop, the driver is told. */
+  deviceError(error: unknown, queue?: number): void {
+    const already = (this.status & Status.NEEDS_RESET) !== 0;
+    this.status |= Status.NEEDS_RESET;
+    this.stopQueues();
+    const what = isVirtioError(error) ? error.message : `device model failed: ${(error as Error)?.stack ?? error}`;
+    this.host.warn(`device error${queue === undefined ? '' : ` on queue ${queue}`}: ${what}; device needs reset`);
+    if (!already) {
+      this.host.onDeviceError?.(queue, error);
+      if (this.status & Status.DRIVER_OK) this.host.configInterrupt();
+    }
+  }
+
+  private activate(): void {
+    try {
+      this.queues.forEach((cfg, i) => {
+        if (cfg.ready) this.startQueue(i, ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used }));
+      });
+      this.device.activate?.(this.context);
+    } catch (e) {
+      this.deviceError(e);
+      return;
+    }
+    // Buffers may already be waiting (the driver may add before DRIVER_OK and kick later,
+    // but a kick could also have been sent before the queue went live).
+    this.active.forEach((q, i) => q && this.process(i, q));
+  }
+
+  private stopQueues(): void {
+    this.active.fill(null);
+  }
+
+  /**
+   * Serves queue `index` until it is empty with notifications re-enabled (§2.7.10): kicks are
+   * suppressed while we work, and the re-check after enabling catches buffers that raced in.
+   * Used elements of one pass are published together and cost at most one notification.
+   */
+  private process(index: number, q: DeviceQueue): void {
+    try {
+      for (;;) {
+        q.disableNotifications();
+        let completed = 0;
+        let chain: DescriptorChain | null;
+        while ((chain = q.pop()) !== null) {
+          const result = this.device.handleChain(index, chain, this.context);
+          if (typeof result === 'number') {
+            this.checkUsedLength(chain, result);
+            q.addUsed(chain.head, result);
+            completed++;
+          } else {
+            this.completeLater(index, q, chain, result);
+          }
+        }
+        if (completed) this.publish(index, q);
+        if (this.active[index] !== q || !q.enableNotifications()) return;
+      }
+    } catch (e) {
+      this.deviceError(e, index);
+    }
+  }
+
+  private completeLater(index: number, q: DeviceQueue, chain: DescriptorChain, result: Promise<number>): void {
+    result.then(
+      (len) => {
+        if (this.active[index] !== q) return; // reset or stopped meanwhile: the driver detached it
+        try {
+          this.checkUsedLength(chain, len);
+          q.addUsed(chain.head, len);
+          this.publish(index, q);
+        } catch (e) {
+          this.deviceError(e, index);
+        }
+      },
+      (e: unknown) => {
+        if (this.active[index] === q) this.deviceError(e, index);
+      },
+    );
+  }
+
+  private publish(index: number, q: DeviceQueue): void {
+    q.publishUsed();
+    if (q.needsNotification()) this.host.interrupt(index);
+  }
+
+  private checkUsedLength(chain: DescriptorChain, len: number): void {
+    if (!Number.isInteger(len) || len < 0 || len > chain.writableLength) {
+      throw new RangeError(`device model returned used length ${len} for a chain with ${chain.writableLength} writable bytes`);
+    }
+  }
+}
+

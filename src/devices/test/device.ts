@@ -1,0 +1,88 @@
+/**
+ * virtio-test, the seed's device: one queue of request/response chains. For each chain it
+ * reads the 48-byte request, logs it (seed wording), and writes the 12-byte answer.
+ * Pure logic: logging goes to the context's sink.
+ */
+import type { DeviceContext, VirtioDevice } from '../../device/device.js';
+import type { DescriptorChain } from '../../virtio/chain.js';
+import { bit } from '../../virtio/constants.js';
+import { fail } from '../../virtio/errors.js';
+import {
+  CONFIG_ACTUAL,
+  CONFIG_SIZE,
+  DEFAULT_QUEUE_SIZE,
+  REQUEST_SIZE,
+  RESPONSE_SIZE,
+  VIRTIO_ID_TEST,
+  VIRTIO_TEST_F_CAN_PRINT,
+  answer,
+  decodeRequest,
+  encodeResponse,
+  requestLogLines,
+} from './protocol.js';
+
+export interface VirtioTestOptions {
+  /** Default 45. */
+  deviceId?: number;
+  /** Maximum size of the queue; default 128. */
+  queueSize?: number;
+  /** Log the five request lines per request (default true). */
+  print?: boolean;
+}
+
+export class VirtioTestDevice implements VirtioDevice {
+  readonly deviceId: number;
+  readonly features = bit(VIRTIO_TEST_F_CAN_PRINT);
+  readonly configSize = CONFIG_SIZE;
+  readonly queueMaxSizes: readonly number[];
+  private readonly config = new Uint8Array(CONFIG_SIZE);
+  private readonly print: boolean;
+  private readonly request = new Uint8Array(REQUEST_SIZE);
+  private readonly response = new Uint8Array(RESPONSE_SIZE);
+  /** Requests answered since the last reset. */
+  served = 0;
+
+  constructor(options: VirtioTestOptions = {}) {
+    this.deviceId = options.deviceId ?? VIRTIO_ID_TEST;
+    this.queueMaxSizes = [options.queueSize ?? DEFAULT_QUEUE_SIZE];
+    this.print = options.print ?? true;
+  }
+
+  readConfig(offset: number, into: Uint8Array): void {
+    into.set(this.config.subarray(offset, offset + into.length));
+  }
+
+  /** The driver may write `actual` and `event` (the seed's set_config); num_pages is the device's. */
+  writeConfig(offset: number, data: Uint8Array): void {
+    for (let i = 0; i < data.length; i++) {
+      if (offset + i >= CONFIG_ACTUAL) this.config[offset + i] = data[i]!;
+    }
+  }
+
+  /** Device-side config change (num_pages): the runtime bumps the generation and notifies. */
+  setNumPages(value: number, ctx: DeviceContext): void {
+    new DataView(this.config.buffer).setUint32(0, value >>> 0, true);
+    ctx.configChanged();
+  }
+
+  handleChain(_queue: number, chain: DescriptorChain, ctx: DeviceContext): number {
+    if (chain.readableLength < REQUEST_SIZE || chain.writableLength < RESPONSE_SIZE) {
+      fail(
+        'DEVICE_REQUEST_INVALID',
+        `virtio-test chain ${chain.head} has ${chain.readableLength} readable / ${chain.writableLength} writable bytes; ` +
+          `needs ≥ ${REQUEST_SIZE} / ≥ ${RESPONSE_SIZE}`,
+      );
+    }
+    chain.read(this.request);
+    const req = decodeRequest(this.request);
+    if (this.print) for (const line of requestLogLines(req)) ctx.log(line);
+    chain.write(encodeResponse(answer(req), this.response));
+    this.served++;
+    return RESPONSE_SIZE;
+  }
+
+  reset(): void {
+    this.config.fill(0);
+    this.served = 0;
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The device side of a split virtqueue (virtio 1.2 §2.7): takes available descriptor
+ * chains, returns used buffers, and decides about notifications in both directions.
+ *
+ * Everything the driver wrote is untrusted. Each chain is validated while it is walked
+ * (§2.7.5, §2.7.5.3): a violation throws a VirtioError naming the rule; the host turns it
+ * into DEVICE_NEEDS_RESET (§2.1.2). Walking is bounded by the queue size, so a looping
+ * chain costs at most `size` steps, and segments are views that cannot reach past the
+ * guest buffer they describe.
+ */
+import { DescFlags, USED_F_NO_NOTIFY, AVAIL_F_NO_INTERRUPT } from './constants.js';
+import { DescriptorChain } from './chain.js';
+import { fail } from './errors.js';
+import { joinAddress, type GuestMemory } from './memory.js';
+import { availEventIndex, usedEventIndex, type RingViews } from './ring-views.js';
+import { needsEvent } from './split-ring.js';
+
+export interface DeviceQueueOptions {
+  /** VIRTIO_F_RING_EVENT_IDX negotiated (§2.7.7, §2.7.10). */
+  eventIdx: boolean;
+  /** VIRTIO_F_RING_INDIRECT_DESC negotiated (§2.7.5.3). */
+  indirect: boolean;
+  /** Where to start: the next available index to read and the used index (vhost-user SET_VRING_BASE). */
+  nextAvail?: number;
+  nextUsed?: number;
+}
+
+const U32_LIMIT = 0x1_0000_0000;
+
+export class DeviceQueue {
+  readonly size: number;
+  /** Free-running index of the next available ring entry to read (last_avail_idx). */
+  nextAvail: number;
+  /** Free-running index of the next used ring entry to write (our shadow of used.idx). */
+  nextUsed: number;
+  /** used.idx at the last notification decision (for event idx, §2.7.7). */
+  private signalledUsed: number;
+  /** Whether `signalledUsed` is meaningful (false until the first decision after a start). */
+  private signalledValid = false;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  private readonly desc: Uint32Array;
+  private readonly avail: Uint16Array;
+  private readonly used16: Uint16Array;
+  private readonly used32: Uint32Array;
+
+  constructor(
+    private readonly memory: GuestMemory,
+    rings: RingViews,
+    options: DeviceQueueOptions,
+  ) {
+    this.size = rings.size;
+    this.desc = rings.desc;
+    this.avail = rings.avail;
+    this.used16 = rings.used16;
+    this.used32 = rings.used32;
+    this.eventIdx = options.eventIdx;
+    this.indirect = options.indirect;
+    this.nextAvail = (options.nextAvail ?? 0) & 0xffff;
+    this.nextUsed = (options.nextUsed ?? Atomics.load(this.used16, 1)) & 0xffff;
+    this.signalledUsed = this.nextUsed;
+  }
+
+  /** The driver's avail.idx (acquire: ring entries written before it are visible after this load). */
+  availIdx(): number {
+    return Atomics.load(this.avail, 1);
+  }
+
+  /**
+   * How many chains the driver has made available and we have not taken yet.
+   * §2.7.6: the driver never moves avail.idx back and never has more than `size`
+   * buffers outstanding, so a distance above `size` is a driver error.
+   */
+  pending(): number {
+    const n = (this.availIdx() - this.nextAvail) & 0xffff;
+    if (n > this.size) {
+      fail(
+        'AVAIL_IDX_JUMP',
+        `avail.idx ${this.availIdx()} is ${n} entries ahead of ${this.nextAvail}, more than the queue size ${this.size}`,
+        '§2.7.6',
+      );
+    }
+    return n;
+  }
+
+  /** Takes the next available chain, or null when there is none. Throws VirtioError on a bad chain. */
+  pop(): DescriptorChain | null {
+    if (this.pending() === 0) return null;
+    const head = this.avail[2 + (this.nextAvail & (this.size - 1))]!;
+    const chain = this.walk(head);
+    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    return chain;
+  }
+
+  /**
+   * Puts a used element (§2.7.8) without publishing it: several can be added and then made
+   * visible with one `publishUsed()` (batched publishing).
+   */
+  addUsed(head: number, len: number): void {
+    if (!(head >= 0 && head < this.size)) throw new RangeError(`used id ${head} is not a descriptor index`);
+    const slot = 1 + 2 * (this.nextUsed & (this.size - 1));
+    this.used32[slot] = head;
+    this.used32[slot + 1] = len >>> 0;
+    this.nextUsed = (this.nextUsed + 1) & 0xffff;
+  }
+
+  /** §2.7.8.2: len and the buffer are written before used.idx moves (Atomics.store is a release). */
+  publishUsed(): void {
+    Atomics.store(this.used16, 1, this.nextUsed);
+  }
+
+  /** Returns a chain to the driver: `len` is the number of bytes written into its writable part. */
+  pushUsed(chain: DescriptorChain, len: number): void {
+    if (len > chain.writableLength) {
+      throw new RangeError(`used len ${len} exceeds the chain's ${chain.writableLength} writable bytes`);
+    }
+    this.addUsed(chain.head, len);
+    this.publishUsed();
+  }
+
+  /**
+   * Whether the driver wants a used buffer notification for what was published since the
+   * last call (§2.7.7.2). Call after publishUsed(); the decision consumes the published range.
+   */
+  needsNotification(): boolean {
+    const newUsed = this.nextUsed;
+    const oldUsed = this.signalledUsed;
+    const valid = this.signalledValid;
+    this.signalledUsed = newUsed;
+    this.signalledValid = true;
+    if (this.eventIdx) {
+      // Atomics.store of used.idx was a full barrier; now read used_event.
+      const event = Atomics.load(this.avail, usedEventIndex(this.size));
+      if (!valid) return true;
+      return needsEvent(event, newUsed, oldUsed);
+    }
+    return (Atomics.load(this.avail, 0) & AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Asks the driver not to send available buffer notifications (§2.7.10). */
+  disableNotifications(): void {
+    if (!this.eventIdx) Atomics.store(this.used16, 0, USED_F_NO_NOTIFY);
+    // With event idx, leaving avail_event behind nextAvail already suppresses kicks.
+  }
+
+  /**
+   * Asks for available buffer notifications again, then re-checks the ring (full barrier in
+   * between) so a buffer made available meanwhile is not missed. Returns true if work is pending:
+   * the caller then keeps processing instead of sleeping.
+   */
+  enableNotifications(): boolean {
+    if (this.eventIdx) Atomics.store(this.used16, availEventIndex(this.size), this.nextAvail);
+    else Atomics.store(this.used16, 0, 0);
+    return this.pending() !== 0;
+  }
+
+  /** Walks and validates one chain starting at descriptor `head`. */
+  private walk(head: number): DescriptorChain {
+    const size = this.size;
+    if (head >= size) {
+      fail('DESC_INDEX_OUT_OF_RANGE', `available head ${head} ≥ queue size ${size}`, '§2.7.6');
+    }
+    const chain = new DescriptorChain(head);
+    const desc = this.desc;
+    let i = head;
+    for (;;) {
+      if (++chain.descriptorCount > size) {
+        fail('DESC_LOOP', `chain from head ${head} is longer than the queue size ${size} (a loop)`, '§2.7.5.3.1');
+      }
+      const w = 4 * i;
+      const flags = desc[w + 3]! & 0xffff;
+      if (flags & DescFlags.INDIRECT) {
+        this.walkIndirect(chain, joinAddress(desc[w]!, desc[w + 1]!), desc[w + 2]!, flags);
+        return chain;
+      }
+      this.addSegment(chain, joinAddress(desc[w]!, desc[w + 1]!), desc[w + 2]!, flags);
+      if (!(flags & DescFlags.NEXT)) return chain;
+      i = desc[w + 3]! >>> 16;
+      if (i >= size) {
+        fail('DESC_INDEX_OUT_OF_RANGE', `descriptor next ${i} ≥ queue size ${size}`, '§2.7.5');
+      }
+    }
+  }
+
+  /** §2.7.5.3: an indirect table; its descriptors count towards the chain length. */
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number, flags: number): void {
+    if (!this.indirect) {
+      fail('INDIRECT_NOT_NEGOTIATED', 'INDIRECT descriptor without VIRTIO_F_INDIRECT_DESC', '§2.7.5.3.1');
+    }
+    if (flags & DescFlags.NEXT) {
+      fail('INDIRECT_WITH_NEXT', 'descriptor has both INDIRECT and NEXT', '§2.7.5.3.1');
+    }
+    if (len === 0 || len % 16 !== 0) {
+      fail('INDIRECT_BAD_LENGTH', `indirect table length ${len} is not a non-zero multiple of 16`, '§2.7.5.3');
+    }
+    const count = len / 16;
+    const table = this.memory.slice(addr, len);
+    const view = new DataView(table.buffer, table.byteOffset, len);
+    let i = 0;
+    for (let walked = 1; ; walked++) {
+      if (walked > count || ++chain.descriptorCount > this.size) {
+        fail('DESC_LOOP', `indirect chain at 0x${addr.toString(16)} loops or is longer than the queue size`, '§2.7.5.3.1');
+      }
+      const o = 16 * i;
+      const f = view.getUint16(o + 12, true);
+      if (f & DescFlags.INDIRECT) {
+        fail('INDIRECT_NESTED', 'descriptor inside an indirect table has INDIRECT', '§2.7.5.3.1');
+      }
+      const a = joinAddress(view.getUint32(o, true), view.getUint32(o + 4, true));
+      this.addSegment(chain, a, view.getUint32(o + 8, true), f);
+      if (!(f & DescFlags.NEXT)) return;
+      i = view.getUint16(o + 14, true);
+      if (i >= count) {
+        fail('DESC_INDEX_OUT_OF_RANGE', `indirect next ${i} ≥ table length ${count}`, '§2.7.5.3');
+      }
+    }
+  }
+
+  private addSegment(chain: DescriptorChain, addr: number, len: number, flags: number): void {
+    if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.7.13.1');
+    const bytes = this.memory.slice(addr, len);
+    if (flags & DescFlags.WRITE) {
+      chain.writable.push(bytes);
+      chain.writableLength += len;
+    } else {
+      if (chain.writable.length !== 0) {
+        fail('DESC_READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', '§2.7.4.2');
+      }
+      chain.readable.push(bytes);
+      chain.readableLength += len;
+    }
+    if (chain.readableLength + chain.writableLength > U32_LIMIT) {
+      fail('DESC_CHAIN_TOO_LONG', 'chain is longer than 2^32 bytes in total', '§2.7.5.2');
+    }
+  }
+}
