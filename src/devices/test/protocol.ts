@@ -51,7 +51,7 @@ export function answer(req: TestRequest): TestResponse {
   return { ret: (req.arg1 + 100) >>> 0, arg1: (req.arg2 + 100) >>> 0, arg2: (req.arg3 + 100) >>> 0 };
 }
 
-export function encodeRequest(req: TestRequest, into = new Uint8Array(REQUEST_SIZE)): Uint8Array {
+export function encodeRequest(req: TestRequest, into: Uint8Array = new Uint8Array(REQUEST_SIZE)): Uint8Array {
   const v = new DataView(into.buffer, into.byteOffset, REQUEST_SIZE);
   v.setUint32(0, req.type, true);
   v.setUint32(4, req.arg1, true);
@@ -73,7 +73,7 @@ export function decodeRequest(bytes: Uint8Array): TestRequest {
   };
 }
 
-export function encodeResponse(resp: TestResponse, into = new Uint8Array(RESPONSE_SIZE)): Uint8Array {
+export function encodeResponse(resp: TestResponse, into: Uint8Array = new Uint8Array(RESPONSE_SIZE)): Uint8Array {
   const v = new DataView(into.buffer, into.byteOffset, RESPONSE_SIZE);
   v.setUint32(0, resp.ret, true);
   v.setUint32(4, resp.arg1, true);

@@ -1,0 +1,48 @@
+/**
+ * What a guest driver needs from the guest kernel it runs in: printk, DMA-able memory, and
+ * character devices. The embedded machine's guest kernel implements it (src/machine/guest-kernel.ts);
+ * drivers depend only on this interface.
+ */
+import type { GuestMemory } from '../virtio/memory.js';
+
+/** A POSIX-style error a file operation returns (EINVAL, EIO, ...). */
+export class Errno extends Error {
+  override readonly name = 'Errno';
+  constructor(
+    readonly code: 'EINVAL' | 'EIO' | 'ENODEV' | 'ENOENT' | 'ENOMEM' | 'EAGAIN' | 'EBADF' | 'EFAULT' | 'EBUSY',
+    message?: string,
+  ) {
+    super(message ? `${code}: ${message}` : code);
+  }
+}
+
+/** An open file of a character device; drivers hang their per-open state on `private`. */
+export interface OpenFile {
+  readonly path: string;
+  private?: unknown;
+}
+
+/** File operations of a misc character device (Linux's struct file_operations, the parts we need). */
+export interface FileOperations {
+  open?(file: OpenFile): void | Promise<void>;
+  /** Returns the number of bytes consumed, or throws an Errno. */
+  write?(file: OpenFile, data: Uint8Array): Promise<number>;
+  /** Returns up to `count` bytes, or throws an Errno. */
+  read?(file: OpenFile, count: number): Promise<Uint8Array>;
+  release?(file: OpenFile): void;
+}
+
+export interface GuestKernel {
+  readonly memory: GuestMemory;
+  /** Prints a kernel log line with a `[    7.627890] ` timestamp, like printk at KERN_INFO. */
+  printk(line: string): void;
+  /** Allocates `bytes` of guest memory aligned to `align` (a power of two ≤ 4096); null when out of memory. */
+  dmaAlloc(bytes: number, align?: number): number | null;
+  dmaFree(addr: number): void;
+  /**
+   * Registers /dev/<name>, or /dev/<name>N with the lowest free N ≥ 1 when <name> is taken
+   * (like a driver using an IDA for its minor names). Returns the name used.
+   */
+  registerMisc(name: string, fops: FileOperations): string;
+  deregisterMisc(name: string): void;
+}

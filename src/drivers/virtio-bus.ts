@@ -1,0 +1,166 @@
+/**
+ * The guest's virtio bus: the transport operations a driver uses (Linux's virtio_config_ops),
+ * the generic device initialization of §3.1.1, and virtqueue setup on top of the core's
+ * DriverQueue. Transport-independent: the embedded machine supplies a virtio-mmio transport.
+ */
+import { FeatureBit, Status, bit, hasFeature } from '../virtio/constants.js';
+import { DriverQueue } from '../virtio/driver-queue.js';
+import { ringViewsFromGuest } from '../virtio/ring-views.js';
+import { packedLayout, type SplitRingAddresses } from '../virtio/split-ring.js';
+import type { GuestKernel } from './kernel.js';
+
+/** The transport as a driver sees it (virtio-mmio §4.2.2 here; PCI would fit the same shape). */
+export interface VirtioTransport {
+  readonly deviceId: number;
+  getStatus(): number;
+  setStatus(status: number): void;
+  getDeviceFeatures(): bigint;
+  setDriverFeatures(features: bigint): void;
+  /** Reads config space bytes (caller handles the generation check, see readConfigStable). */
+  readConfig(offset: number, length: number): Uint8Array;
+  configGeneration(): number;
+  queueMaxSize(index: number): number;
+  /** Tells the device where queue `index` lives and marks it ready. */
+  setupQueue(index: number, ring: SplitRingAddresses): void;
+  /** Available buffer notification (§2.7.13.4). */
+  notify(index: number): void;
+  /** Installs the interrupt handler: `vring` for used buffers, `config` for configuration changes. */
+  onInterrupt(handlers: { vring(): void; config(): void }): void;
+}
+
+export interface VirtioDriver {
+  readonly name: string;
+  /** Device IDs this driver binds to (id_table). */
+  readonly deviceIds: readonly number[];
+  /** Device-specific feature bits the driver understands (feature_table). */
+  readonly features: readonly number[];
+  probe(dev: VirtioDriverDevice, kernel: GuestKernel): Promise<void> | void;
+  /** A configuration change notification (includes DEVICE_NEEDS_RESET, §2.1.2). */
+  configChanged?(dev: VirtioDriverDevice): void;
+  remove?(dev: VirtioDriverDevice): void;
+}
+
+export class ProbeError extends Error {
+  override readonly name = 'ProbeError';
+}
+
+/** Ring features the guest's virtio core supports (Linux's vring_transport_features). */
+const RING_FEATURES = [FeatureBit.RING_INDIRECT_DESC, FeatureBit.RING_EVENT_IDX, FeatureBit.VERSION_1];
+
+export interface QueueOptions {
+  /** Queue size to use; default the device's maximum. */
+  size?: number;
+}
+
+/** A device bound (or being bound) to a driver: negotiated features and queues. */
+export class VirtioDriverDevice {
+  features = 0n;
+  private readonly queues: { queue: DriverQueue<unknown>; callback: () => void; ringAddr: number }[] = [];
+  private driver: VirtioDriver | undefined;
+
+  constructor(
+    readonly transport: VirtioTransport,
+    readonly kernel: GuestKernel,
+  ) {
+    transport.onInterrupt({
+      vring: () => {
+        for (const q of this.queues) q.callback();
+      },
+      config: () => this.driver?.configChanged?.(this),
+    });
+  }
+
+  hasFeature(n: number): boolean {
+    return hasFeature(this.features, n);
+  }
+
+  get status(): number {
+    return this.transport.getStatus();
+  }
+
+  /**
+   * §3.1.1 Device Initialization, steps 1–6, then the driver's probe (step 7: queues), then
+   * DRIVER_OK (step 8) once probe calls `ready()`. On failure the device is marked FAILED.
+   */
+  async bind(driver: VirtioDriver): Promise<void> {
+    const t = this.transport;
+    t.setStatus(0);
+    t.setStatus(Status.ACKNOWLEDGE);
+    t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+    const offered = t.getDeviceFeatures();
+    let wanted = 0n;
+    for (const f of [...driver.features, ...RING_FEATURES]) wanted |= bit(f);
+    this.features = offered & wanted;
+    if (!this.hasFeature(FeatureBit.VERSION_1)) {
+      t.setStatus(t.getStatus() | Status.FAILED);
+      throw new ProbeError(`${driver.name}: device does not offer VIRTIO_F_VERSION_1 (legacy devices are not supported)`);
+    }
+    t.setDriverFeatures(this.features);
+    t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    if (!(t.getStatus() & Status.FEATURES_OK)) {
+      t.setStatus(t.getStatus() | Status.FAILED);
+      throw new ProbeError(`${driver.name}: device refused features 0x${this.features.toString(16)} (FEATURES_OK not set)`);
+    }
+    this.driver = driver;
+    try {
+      await driver.probe(this, this.kernel);
+    } catch (e) {
+      this.driver = undefined;
+      this.reset();
+      this.deleteQueues();
+      t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FAILED);
+      throw e;
+    }
+  }
+
+  /** Sets up queue `index` in guest memory; `callback` runs on used buffer notifications. */
+  findQueue<T>(index: number, callback: () => void, options: QueueOptions = {}): DriverQueue<T> {
+    const max = this.transport.queueMaxSize(index);
+    if (max === 0) throw new ProbeError(`queue ${index} is not available on this device`);
+    const size = Math.min(options.size ?? max, max);
+    const k = this.kernel;
+    const bytes = packedLayout(0, size).bytes;
+    const base = k.dmaAlloc(bytes, 4096);
+    if (base === null) throw new ProbeError(`no guest memory for queue ${index} (${bytes} bytes)`);
+    const ring = packedLayout(base, size);
+    const queue = new DriverQueue<T>(k.memory, ringViewsFromGuest(k.memory, ring), {
+      eventIdx: this.hasFeature(FeatureBit.RING_EVENT_IDX),
+      indirect: this.hasFeature(FeatureBit.RING_INDIRECT_DESC),
+      allocIndirect: (n) => k.dmaAlloc(n, 16),
+      freeIndirect: (a) => k.dmaFree(a),
+    });
+    this.transport.setupQueue(index, ring);
+    this.queues[index] = { queue, callback, ringAddr: base };
+    return queue;
+  }
+
+  /** §3.1.1 step 8: DRIVER_OK. */
+  ready(): void {
+    this.transport.setStatus(this.transport.getStatus() | Status.DRIVER_OK);
+  }
+
+  /** Kicks queue `index` if the device wants a notification (§2.7.13.4). */
+  kick(queue: DriverQueue<unknown>, index: number): void {
+    if (queue.needsKick()) this.transport.notify(index);
+  }
+
+  /** Resets the device (§2.1): afterwards it touches no queue, so buffers can be detached. */
+  reset(): void {
+    this.transport.setStatus(0);
+  }
+
+  /** Frees the rings (after reset() and after the driver detached its buffers). */
+  deleteQueues(): void {
+    for (const q of this.queues) if (q) this.kernel.dmaFree(q.ringAddr);
+    this.queues.length = 0;
+  }
+
+  /** §2.5.1: reads config until the generation is the same before and after. */
+  readConfigStable(offset: number, length: number): Uint8Array {
+    for (;;) {
+      const before = this.transport.configGeneration();
+      const bytes = this.transport.readConfig(offset, length);
+      if (this.transport.configGeneration() === before) return bytes;
+    }
+  }
+}

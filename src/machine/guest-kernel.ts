@@ -1,0 +1,114 @@
+/**
+ * The embedded machine's guest kernel: just enough of one for the seed's scenario. printk
+ * with boot-relative timestamps, a DMA allocator over guest RAM, misc character devices
+ * under /dev, and the system calls user programs use (open, read, write, close).
+ */
+import { Errno, type FileOperations, type GuestKernel, type OpenFile } from '../drivers/kernel.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import { kernelTimestamp, nowMs } from './console.js';
+import { DmaAllocator } from './dma-allocator.js';
+
+export type LogLevel = 'info' | 'debug';
+
+export interface KernelConsole {
+  /** A console line (already formatted). */
+  write(text: string, stream?: 'stdout' | 'stderr'): void;
+}
+
+/** The system calls a user program can make. */
+export interface Syscalls {
+  open(path: string): number;
+  write(fd: number, data: Uint8Array): Promise<number>;
+  read(fd: number, count: number): Promise<Uint8Array>;
+  close(fd: number): void;
+  /** printf to the program's stdout. */
+  print(text: string): void;
+}
+
+export class EmbeddedKernel implements GuestKernel, Syscalls {
+  private readonly dma: DmaAllocator;
+  private readonly misc = new Map<string, FileOperations>();
+  private readonly files = new Map<number, { fops: FileOperations; file: OpenFile }>();
+  private nextFd = 3;
+
+  constructor(
+    readonly memory: GuestMemory,
+    ram: { base: number; size: number },
+    private readonly bootMs: number,
+    private readonly console: KernelConsole,
+    private readonly verbose = false,
+  ) {
+    this.dma = new DmaAllocator(ram.base, ram.size);
+  }
+
+  printk(line: string, level: LogLevel = 'info'): void {
+    if (level === 'debug' && !this.verbose) return;
+    this.console.write(`${kernelTimestamp(nowMs() - this.bootMs)} ${line}`);
+  }
+
+  dmaAlloc(bytes: number, align = 16): number | null {
+    return this.dma.alloc(bytes, align);
+  }
+
+  dmaFree(addr: number): void {
+    this.dma.free(addr);
+  }
+
+  get dmaFreeBytes(): number {
+    return this.dma.freeBytes;
+  }
+
+  registerMisc(name: string, fops: FileOperations): string {
+    let chosen = name;
+    for (let n = 1; this.misc.has(chosen); n++) chosen = `${name}${n}`;
+    this.misc.set(chosen, fops);
+    this.printk(`misc ${chosen}: registered as /dev/${chosen}`, 'debug');
+    return chosen;
+  }
+
+  deregisterMisc(name: string): void {
+    this.misc.delete(name);
+  }
+
+  // --- system calls ---
+
+  open(path: string): number {
+    const m = /^\/dev\/([A-Za-z0-9_]+)$/.exec(path);
+    const fops = m ? this.misc.get(m[1]!) : undefined;
+    if (!fops) throw new Errno('ENOENT', `${path}: no such device`);
+    const file: OpenFile = { path };
+    const result = fops.open?.(file);
+    if (result instanceof Promise) throw new Error('async open is not supported');
+    const fd = this.nextFd++;
+    this.files.set(fd, { fops, file });
+    return fd;
+  }
+
+  async write(fd: number, data: Uint8Array): Promise<number> {
+    const f = this.file(fd);
+    if (!f.fops.write) throw new Errno('EINVAL', 'device does not support write');
+    return f.fops.write(f.file, data);
+  }
+
+  async read(fd: number, count: number): Promise<Uint8Array> {
+    const f = this.file(fd);
+    if (!f.fops.read) throw new Errno('EINVAL', 'device does not support read');
+    return f.fops.read(f.file, count);
+  }
+
+  close(fd: number): void {
+    const f = this.file(fd);
+    this.files.delete(fd);
+    f.fops.release?.(f.file);
+  }
+
+  print(text: string): void {
+    for (const line of text.replace(/\r?\n$/, '').split(/\r?\n/)) this.console.write(line);
+  }
+
+  private file(fd: number): { fops: FileOperations; file: OpenFile } {
+    const f = this.files.get(fd);
+    if (!f) throw new Errno('EBADF', `fd ${fd}`);
+    return f;
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The device side of the virtio-mmio transport (virtio 1.2 §4.2.2): register reads and writes
+ * mapped onto a DeviceRuntime. Only the register semantics live here; status rules, features
+ * and queues are the runtime's, shared with the vhost-user host.
+ */
+import { DeviceRuntime, type DeviceHost } from '../device/runtime.js';
+import type { VirtioDevice } from '../device/device.js';
+import { Status } from '../virtio/constants.js';
+import type { GuestMemory } from '../virtio/memory.js';
+import { checkQueueSize } from '../virtio/split-ring.js';
+import type { DeviceBus, MmioHandler } from './bus.js';
+import { Interrupt, MMIO, MMIO_MAGIC, MMIO_VENDOR, MMIO_VERSION } from './mmio-registers.js';
+
+const TWO_32 = 0x1_0000_0000;
+
+export class MmioDevice implements MmioHandler {
+  readonly runtime: DeviceRuntime;
+  private deviceFeaturesSel = 0;
+  private driverFeaturesSel = 0;
+  private queueSel = 0;
+
+  constructor(
+    device: VirtioDevice,
+    memory: GuestMemory,
+    private readonly bus: DeviceBus,
+    private readonly out: { log(line: string): void; warn(line: string): void },
+  ) {
+    const host: DeviceHost = {
+      interrupt: () => bus.raise(Interrupt.VRING),
+      configInterrupt: () => bus.raise(Interrupt.CONFIG),
+      log: (line) => out.log(line),
+      warn: (line) => out.warn(line),
+    };
+    this.runtime = new DeviceRuntime(device, memory, host);
+  }
+
+  read(offset: number): number {
+    const rt = this.runtime;
+    if (offset >= MMIO.Config) {
+      const bytes = rt.readConfig(offset - MMIO.Config, 4);
+      return new DataView(bytes.buffer).getUint32(0, true);
+    }
+    const q = rt.queues[this.queueSel];
+    switch (offset) {
+      case MMIO.MagicValue:
+        return MMIO_MAGIC;
+      case MMIO.Version:
+        return MMIO_VERSION;
+      case MMIO.DeviceID:
+        return rt.device.deviceId;
+      case MMIO.VendorID:
+        return MMIO_VENDOR;
+      case MMIO.DeviceFeatures:
+        return this.deviceFeaturesSel > 1 ? 0 : Number((rt.offeredFeatures >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
+      case MMIO.QueueNumMax:
+        return q ? q.maxSize : 0; // §4.2.2.1: 0 for a queue that is not available
+      case MMIO.QueueReady:
+        return q?.ready ? 1 : 0;
+      case MMIO.InterruptStatus:
+        return this.bus.interruptStatus();
+      case MMIO.Status:
+        return rt.status;
+      case MMIO.ConfigGeneration:
+        return rt.configGeneration;
+      default:
+        this.out.warn(`mmio: read of write-only or unknown register 0x${offset.toString(16)} returns 0`);
+        return 0;
+    }
+  }
+
+  write(offset: number, value: number): void {
+    const rt = this.runtime;
+    if (offset >= MMIO.Config) {
+      const bytes = new Uint8Array(4);
+      new DataView(bytes.buffer).setUint32(0, value, true);
+      rt.writeConfig(offset - MMIO.Config, bytes);
+      return;
+    }
+    const q = rt.queues[this.queueSel];
+    switch (offset) {
+      case MMIO.DeviceFeaturesSel:
+        this.deviceFeaturesSel = value;
+        return;
+      case MMIO.DriverFeaturesSel:
+        this.driverFeaturesSel = value;
+        return;
+      case MMIO.DriverFeatures: {
+        if (this.driverFeaturesSel > 1) return;
+        const shift = BigInt(32 * this.driverFeaturesSel);
+        const keep = rt.driverFeatures & ~(0xffff_ffffn << shift);
+        rt.writeDriverFeatures(keep | (BigInt(value >>> 0) << shift));
+        return;
+      }
+      case MMIO.QueueSel:
+        this.queueSel = value;
+        return;
+      case MMIO.QueueNotify:
+        this.notify(value);
+        return;
+      case MMIO.InterruptACK:
+        this.bus.ack(value);
+        return;
+      case MMIO.Status:
+        rt.writeStatus(value);
+        return;
+    }
+    if (!q) {
+      this.out.warn(`mmio: write to queue register 0x${offset.toString(16)} for missing queue ${this.queueSel}`);
+      return;
+    }
+    // §4.2.2.3: queue registers are written only while the queue is not ready.
+    if (q.ready && offset !== MMIO.QueueReady) {
+      this.out.warn(`mmio: queue ${this.queueSel} register 0x${offset.toString(16)} written while ready: ignored`);
+      return;
+    }
+    switch (offset) {
+      case MMIO.QueueNum:
+        try {
+          checkQueueSize(value, q.maxSize);
+          q.size = value;
+        } catch (e) {
+          rt.deviceError(e, this.queueSel);
+        }
+        return;
+      case MMIO.QueueReady:
+        q.ready = value === 1;
+        return;
+      case MMIO.QueueDescLow:
+        q.desc = setLow(q.desc, value);
+        return;
+      case MMIO.QueueDescHigh:
+        q.desc = setHigh(q.desc, value);
+        return;
+      case MMIO.QueueDriverLow:
+        q.avail = setLow(q.avail, value);
+        return;
+      case MMIO.QueueDriverHigh:
+        q.avail = setHigh(q.avail, value);
+        return;
+      case MMIO.QueueDeviceLow:
+        q.used = setLow(q.used, value);
+        return;
+      case MMIO.QueueDeviceHigh:
+        q.used = setHigh(q.used, value);
+        return;
+      default:
+        this.out.warn(`mmio: write to read-only or unknown register 0x${offset.toString(16)}: ignored`);
+    }
+  }
+
+  notify(queue: number): void {
+    if (queue >= this.runtime.queues.length) {
+      this.out.warn(`mmio: notification for missing queue ${queue}: ignored`);
+      return;
+    }
+    if (this.runtime.status & Status.DRIVER_OK) this.runtime.notify(queue);
+  }
+}
+
+const setLow = (addr: number, lo: number): number => Math.floor(addr / TWO_32) * TWO_32 + (lo >>> 0);
+const setHigh = (addr: number, hi: number): number => (hi >>> 0) * TWO_32 + (addr % TWO_32);
