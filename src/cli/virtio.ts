@@ -49,6 +49,8 @@ function intOption(name: string, text: string | undefined, fallback: number, che
 }
 
 async function main(): Promise<void> {
+  // A negative number is a value out of range, not an option.
+  if (process.argv.slice(2).some((a) => /^-\d/.test(a))) usageError([RANGE_ERROR]);
   let parsed;
   try {
     parsed = parseArgs({

@@ -246,14 +246,7 @@ export class DeviceRuntime {
         let completed = 0;
         let chain: DescriptorChain | null;
         while ((chain = q.pop()) !== null) {
-          const result = this.device.handleChain(index, chain, this.context);
-          if (typeof result === 'number') {
-            this.checkUsedLength(chain, result);
-            q.addUsed(chain.head, result);
-            completed++;
-          } else {
-            this.completeLater(index, q, chain, result);
-          }
+          if (this.serveChain(index, q, chain)) completed++;
         }
         if (completed) this.publish(index, q);
         if (this.active[index] !== q || !q.enableNotifications()) return;
@@ -261,6 +254,38 @@ export class DeviceRuntime {
     } catch (e) {
       this.deviceError(e, index);
     }
+  }
+
+  /**
+   * Hands the chains at descriptor indices `heads` to the device again, in order, as if just
+   * popped (they were taken from the available ring before: vhost-user inflight resubmission
+   * after a back-end restart). Does nothing unless the queue is active and DRIVER_OK is set.
+   */
+  resubmit(index: number, heads: readonly number[]): void {
+    const q = this.active[index];
+    if (!q || !this.driverOk) return;
+    try {
+      let completed = 0;
+      for (const head of heads) {
+        if (this.active[index] !== q) return;
+        if (this.serveChain(index, q, q.chainAt(head))) completed++;
+      }
+      if (completed) this.publish(index, q);
+    } catch (e) {
+      this.deviceError(e, index);
+    }
+  }
+
+  /** Gives one chain to the device; true if it completed at once (used element added, not published). */
+  private serveChain(index: number, q: DeviceQueue, chain: DescriptorChain): boolean {
+    const result = this.device.handleChain(index, chain, this.context);
+    if (typeof result === 'number') {
+      this.checkUsedLength(chain, result);
+      q.addUsed(chain.head, result);
+      return true;
+    }
+    this.completeLater(index, q, chain, result);
+    return false;
   }
 
   private completeLater(index: number, q: DeviceQueue, chain: DescriptorChain, result: Promise<number>): void {

@@ -28,7 +28,7 @@ async function boot(): Promise<number> {
   );
   const transport = new MmioDriverTransport(bus);
   kernel.printk(`virtio-mmio: device ${transport.deviceId} found`, 'debug');
-  const driver = new VirtioTestDriver({ deviceIds: [data.deviceId] });
+  const driver = new VirtioTestDriver({ deviceIds: [data.driverDeviceId] });
   if (driver.deviceIds.includes(transport.deviceId)) {
     const dev = new VirtioDriverDevice(transport, kernel);
     kernel.printk(`>>>>>> virttest_probe function is called <<<<<<`, 'debug');

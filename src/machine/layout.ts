@@ -12,6 +12,8 @@ export interface MachineWorkerData {
   /** Wall-clock ms of the machine's start: printk time zero. */
   bootMs: number;
   deviceId: number;
+  /** The device ID in the guest driver's id_table (normally the same as deviceId). */
+  driverDeviceId: number;
   queueSize: number;
   verbose: boolean;
   /** Guest side: the user program's argv. */

@@ -13,6 +13,8 @@ export interface MachineOptions {
   /** The guest user program's argv, e.g. ['virtio', '10']. */
   argv: string[];
   deviceId?: number;
+  /** The ID the guest driver binds to; default `deviceId` (a mismatch leaves the device unbound). */
+  driverDeviceId?: number;
   queueSize?: number;
   ramBytes?: number;
   /** Show boot messages (KERN_DEBUG printk). */
@@ -39,6 +41,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
     ramBase: RAM_BASE,
     bootMs: nowMs(),
     deviceId: options.deviceId ?? VIRTIO_ID_TEST,
+    driverDeviceId: options.driverDeviceId ?? options.deviceId ?? VIRTIO_ID_TEST,
     queueSize: options.queueSize ?? DEFAULT_QUEUE_SIZE,
     verbose: options.verbose ?? false,
     argv: options.argv,

@@ -8,7 +8,7 @@
  * chain costs at most `size` steps, and segments are views that cannot reach past the
  * guest buffer they describe.
  */
-import { DescFlags, USED_F_NO_NOTIFY, AVAIL_F_NO_INTERRUPT } from './constants.js';
+import { AVAIL_F_NO_INTERRUPT, DescFlags, MAX_QUEUE_SIZE, USED_F_NO_NOTIFY } from './constants.js';
 import { DescriptorChain } from './chain.js';
 import { fail } from './errors.js';
 import { joinAddress, type GuestMemory } from './memory.js';
@@ -90,6 +90,15 @@ export class DeviceQueue {
     const chain = this.walk(head);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     return chain;
+  }
+
+  /**
+   * Walks and validates the chain at descriptor `head` without touching the available ring:
+   * for a device that must take up again chains it took before (vhost-user inflight
+   * resubmission after a back-end restart). Throws VirtioError on a bad chain.
+   */
+  chainAt(head: number): DescriptorChain {
+    return this.walk(head);
   }
 
   /**
@@ -182,7 +191,12 @@ export class DeviceQueue {
     }
   }
 
-  /** §2.7.5.3: an indirect table; its descriptors count towards the chain length. */
+  /**
+   * §2.7.5.3: an indirect table. §2.7.5.3.1 says no chain may be longer than the Queue Size;
+   * Linux nevertheless builds indirect tables with as many entries as the buffer has elements
+   * (a 2-element request on a 1-entry queue), and QEMU and vhost accept them. So, as they do,
+   * the table is bounded by its own length (at most 32768 entries), which also bounds the walk.
+   */
   private walkIndirect(chain: DescriptorChain, addr: number, len: number, flags: number): void {
     if (!this.indirect) {
       fail('INDIRECT_NOT_NEGOTIATED', 'INDIRECT descriptor without VIRTIO_F_INDIRECT_DESC', '§2.7.5.3.1');
@@ -194,12 +208,16 @@ export class DeviceQueue {
       fail('INDIRECT_BAD_LENGTH', `indirect table length ${len} is not a non-zero multiple of 16`, '§2.7.5.3');
     }
     const count = len / 16;
+    if (count > MAX_QUEUE_SIZE) {
+      fail('INDIRECT_BAD_LENGTH', `indirect table of ${count} entries is longer than 32768`, '§2.7.5.3');
+    }
     const table = this.memory.slice(addr, len);
     const view = new DataView(table.buffer, table.byteOffset, len);
     let i = 0;
     for (let walked = 1; ; walked++) {
-      if (walked > count || ++chain.descriptorCount > this.size) {
-        fail('DESC_LOOP', `indirect chain at 0x${addr.toString(16)} loops or is longer than the queue size`, '§2.7.5.3.1');
+      chain.descriptorCount++;
+      if (walked > count) {
+        fail('DESC_LOOP', `indirect chain at 0x${addr.toString(16)} revisits a descriptor (a loop)`, '§2.7.5.3.1');
       }
       const o = 16 * i;
       const f = view.getUint16(o + 12, true);

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
+import { RAM, bringUp, harness } from '../helpers/runtime.js';
+
+const V1 = bit(FeatureBit.VERSION_1);
+const ACK_DRIVER = Status.ACKNOWLEDGE | Status.DRIVER;
+
+test('offers the device features plus VERSION_1, INDIRECT_DESC and EVENT_IDX', () => {
+  const h = harness(new VirtioTestDevice());
+  assert.equal(h.runtime.offeredFeatures, bit(0) | V1 | bit(FeatureBit.RING_INDIRECT_DESC) | bit(FeatureBit.RING_EVENT_IDX));
+});
+
+test('FEATURES_OK is refused for a feature that was not offered (§2.2.1)', () => {
+  const h = harness(new VirtioTestDevice());
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(5));
+  h.runtime.writeStatus(ACK_DRIVER | Status.FEATURES_OK);
+  assert.equal(h.runtime.status & Status.FEATURES_OK, 0);
+  assert.match(h.warnings.join('\n'), /not offered/);
+});
+
+test('FEATURES_OK is refused without VERSION_1 (legacy drivers are not supported)', () => {
+  const h = harness(new VirtioTestDevice());
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(bit(0));
+  h.runtime.writeStatus(ACK_DRIVER | Status.FEATURES_OK);
+  assert.equal(h.runtime.status & Status.FEATURES_OK, 0);
+});
+
+test('a subset of the offered features is accepted, and features are frozen after FEATURES_OK', () => {
+  const h = harness(new VirtioTestDevice());
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1);
+  h.runtime.writeStatus(ACK_DRIVER | Status.FEATURES_OK);
+  assert.ok(h.runtime.status & Status.FEATURES_OK);
+  h.runtime.writeDriverFeatures(V1 | bit(0));
+  assert.equal(h.runtime.driverFeatures, V1);
+});
+
+test('status rules: no clearing bits, no DRIVER_OK before FEATURES_OK, 0 resets', () => {
+  const h = harness(new VirtioTestDevice());
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeStatus(Status.ACKNOWLEDGE);
+  assert.equal(h.runtime.status, ACK_DRIVER, 'clearing DRIVER is ignored (§2.1.1)');
+  h.runtime.writeStatus(ACK_DRIVER | Status.DRIVER_OK);
+  assert.equal(h.runtime.status & Status.DRIVER_OK, 0);
+  h.runtime.writeStatus(0);
+  assert.equal(h.runtime.status, 0);
+  assert.equal(h.runtime.driverFeatures, 0n);
+});
+
+test('nothing is consumed before DRIVER_OK (§2.1.2)', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const driver = bringUp(h);
+  h.runtime.reset();
+  // set up again but stop before DRIVER_OK
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(0));
+  h.runtime.writeStatus(ACK_DRIVER | Status.FEATURES_OK);
+  driver.add([{ addr: RAM + 0x8000, len: 48 }], [{ addr: RAM + 0x8100, len: 12 }], 1);
+  h.runtime.notify(0);
+  assert.equal(h.memory.readU16(RAM + 0x8100), 0, 'no response was written');
+  assert.equal(h.interrupts.length, 0);
+  assert.equal(driver.getUsed(), null);
+});
+
+test('a device error sets NEEDS_RESET, stops the queue and sends a config interrupt', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const driver = bringUp(h);
+  // a request with only 8 readable bytes: virtio-test needs 48
+  driver.add([{ addr: RAM + 0x8000, len: 8 }], [{ addr: RAM + 0x8100, len: 12 }], 1);
+  h.runtime.notify(0);
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.equal(h.configInterrupts, 1);
+  assert.equal(h.deviceErrors.length, 1);
+  assert.match(h.warnings.join('\n'), /DEVICE_REQUEST_INVALID/);
+  assert.equal(h.runtime.activeQueue(0), null);
+  // further notifications do nothing; reset brings it back
+  driver.add([{ addr: RAM + 0x9000, len: 48 }], [{ addr: RAM + 0x9100, len: 12 }], 2);
+  h.runtime.notify(0);
+  assert.equal(h.interrupts.length, 0);
+  h.runtime.writeStatus(0);
+  assert.equal(h.runtime.status, 0);
+  bringUp(h);
+  assert.ok(h.runtime.driverOk);
+});
+
+test('config space: reads, generation bump and notification on a device-side change', () => {
+  const dev = new VirtioTestDevice({ print: false });
+  const h = harness(dev);
+  bringUp(h);
+  assert.deepEqual([...h.runtime.readConfig(0, 12)], new Array(12).fill(0));
+  const gen = h.runtime.configGeneration;
+  dev.setNumPages(7, { memory: h.memory, driverFeatures: 0n, log: () => {}, configChanged: () => h.runtime.configChanged() });
+  assert.equal(h.runtime.configGeneration, gen + 1);
+  assert.equal(h.configInterrupts, 1);
+  assert.deepEqual([...h.runtime.readConfig(0, 4)], [7, 0, 0, 0]);
+  // driver writes actual (offset 4) and cannot write num_pages (offset 0)
+  h.runtime.writeConfig(0, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+  assert.deepEqual([...h.runtime.readConfig(0, 8)], [7, 0, 0, 0, 5, 6, 7, 8]);
+  // out of range: ignored with a warning, reads past the end are zero
+  h.runtime.writeConfig(10, Uint8Array.of(1, 2, 3, 4));
+  assert.match(h.warnings.join('\n'), /outside the 12-byte config space/);
+  assert.deepEqual([...h.runtime.readConfig(8, 8)], [0, 0, 0, 0, 0, 0, 0, 0]);
+});
+
+test('a device model that returns a bad used length is a device error, not a crash', () => {
+  const dev = new VirtioTestDevice({ print: false });
+  const bad = Object.assign(Object.create(Object.getPrototypeOf(dev)), dev, { handleChain: () => 1000 });
+  const h = harness(bad);
+  const driver = bringUp(h);
+  driver.add([{ addr: RAM + 0x8000, len: 48 }], [{ addr: RAM + 0x8100, len: 12 }], 1);
+  h.runtime.notify(0);
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.match(h.warnings.join('\n'), /used length 1000/);
+});

@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { GuestMemory, joinAddress } from '../../src/virtio/memory.js';
+import { VirtioError } from '../../src/virtio/errors.js';
+
+const mem = () => {
+  const a = new ArrayBuffer(0x1000);
+  const b = new SharedArrayBuffer(0x2000);
+  return new GuestMemory([
+    { guestAddr: 0x1000, size: 0x1000, buffer: a },
+    { guestAddr: 0x4000, size: 0x1000, buffer: b, offset: 0x1000 },
+  ]);
+};
+
+test('translates inside regions and returns zero-copy views', () => {
+  const m = mem();
+  const v = m.slice(0x4010, 4);
+  v.set([1, 2, 3, 4]);
+  assert.equal(m.readU32(0x4010), 0x04030201);
+  m.writeU16(0x1ffe, 0xbeef);
+  assert.equal(m.readU16(0x1ffe), 0xbeef);
+});
+
+test('rejects ranges outside memory, straddling regions, or past the end', () => {
+  const m = mem();
+  for (const [addr, len] of [
+    [0, 1],
+    [0xfff, 2],
+    [0x1fff, 2],
+    [0x2000, 1],
+    [0x1000, 0x1001],
+    [0x4fff, 2],
+    [0x5000, 0],
+    [Number.MAX_SAFE_INTEGER, 1],
+  ] as const) {
+    assert.throws(() => m.slice(addr, len), (e: unknown) => e instanceof VirtioError && e.code === 'MEM_OUT_OF_RANGE', `${addr}+${len}`);
+  }
+});
+
+test('refuses overlapping regions and finds regions after removal', () => {
+  const m = mem();
+  assert.throws(() => m.addRegion({ guestAddr: 0x1800, size: 0x1000, buffer: new ArrayBuffer(0x1000) }), /overlaps/);
+  assert.ok(m.removeRegion(0x4000, 0x1000));
+  assert.throws(() => m.slice(0x4000, 1), VirtioError);
+  assert.equal(m.removeRegion(0x4000, 0x1000), undefined);
+});
+
+test('joinAddress keeps 53-bit addresses exact and pushes larger ones out of range', () => {
+  assert.equal(joinAddress(0x89abcdef, 0x1234), 0x1234_89abcdef);
+  assert.equal(joinAddress(0xffffffff, 0x1fffff), Number.MAX_SAFE_INTEGER);
+  assert.ok(joinAddress(0, 0x200000) > Number.MAX_SAFE_INTEGER);
+  assert.ok(joinAddress(0xfffffff0, 0xffffffff) > Number.MAX_SAFE_INTEGER);
+});
