@@ -1,0 +1,186 @@
+/**
+ * A vhost-user back-end server: listens on a Unix socket and serves one front-end at a
+ * time with a fresh device model, then the next one ([vhost-user "Introduction"]: the
+ * back-end is the server here, the front-end connects).
+ *
+ *   const server = serveDevice({ socketPath: '/tmp/vt.sock', createDevice: () => new VirtioTestDevice() });
+ *   ...
+ *   await server.close();
+ *
+ * While a front-end is connected the listening socket is not watched, so a second
+ * front-end waits in the backlog until the first leaves (this is also what makes a quick
+ * reconnect safe: the new connection is taken only after the old one is cleaned up).
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+import type { VirtioDevice } from '../device/device.js';
+import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
+import { native, type Watch } from './native/index.js';
+import { BackendSession, DEFAULT_MAX_MEM_SLOTS } from './backend-session.js';
+import { closeQuietly } from './message-channel.js';
+
+export interface ServeDeviceOptions {
+  /** Where to listen. A stale socket file (nothing listening) is replaced. */
+  socketPath: string;
+  /** Makes the device model for one connection. */
+  createDevice: () => VirtioDevice;
+  /** Device model lines (e.g. virtio-test's request dump). Default: dropped. */
+  log?: (line: string) => void;
+  /** Diagnostics (refused requests, device errors). Default: console.warn. */
+  warn?: (line: string) => void;
+  /** Connection events. Default: dropped. */
+  info?: (line: string) => void;
+  /** Largest ring size a front-end may set (power of two). Default 32768 (virtio 1.2 §2.7). */
+  maxQueueSize?: number;
+  maxMemSlots?: number;
+  /** Listen backlog. Default 4. */
+  backlog?: number;
+}
+
+export interface BackendServer {
+  readonly socketPath: string;
+  /** The current connection, if a front-end is connected. */
+  readonly session: BackendSession | null;
+  /** Connections accepted so far. */
+  readonly connections: number;
+  /** Resolves when the current front-end (if any) has disconnected and been cleaned up. */
+  idle(): Promise<void>;
+  /** Stops listening, ends the current connection, removes the socket file. */
+  close(): Promise<void>;
+}
+
+export function serveDevice(options: ServeDeviceOptions): BackendServer {
+  const warn = options.warn ?? ((line: string) => console.warn(line));
+  const info = options.info ?? (() => {});
+  const log = options.log ?? (() => {});
+  const maxQueueSize = options.maxQueueSize ?? MAX_QUEUE_SIZE;
+  if (!(maxQueueSize > 0 && (maxQueueSize & (maxQueueSize - 1)) === 0 && maxQueueSize <= MAX_QUEUE_SIZE)) {
+    throw new RangeError(`maxQueueSize ${maxQueueSize} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
+  }
+  const listenFd = listenReplacingStale(options.socketPath, options.backlog ?? 4);
+  const ino = lstatSync(options.socketPath).ino;
+
+  let session: BackendSession | null = null;
+  let connections = 0;
+  let closed = false;
+  let watch: Watch | null = null;
+  let idleWaiters: (() => void)[] = [];
+
+  const watchListener = (): void => {
+    if (closed || watch) return;
+    watch = native.watch(listenFd, (err) => {
+      if (err) {
+        warn(`vhost-user: listening socket failed: ${err.message}`);
+        return;
+      }
+      acceptOne();
+    });
+  };
+
+  const acceptOne = (): void => {
+    let fd: number | null;
+    try {
+      fd = native.socketAccept(listenFd);
+    } catch (e) {
+      warn(`vhost-user: accept failed: ${(e as Error).message}`);
+      return;
+    }
+    if (fd === null) return;
+    watch?.stop();
+    watch = null;
+    connections++;
+    const n = connections;
+    info(`front-end ${n} connected`);
+    let device: VirtioDevice;
+    try {
+      device = options.createDevice();
+    } catch (e) {
+      warn(`vhost-user: creating the device failed: ${(e as Error).message}`);
+      closeQuietly(fd);
+      watchListener();
+      return;
+    }
+    session = new BackendSession(fd, {
+      device,
+      log,
+      warn,
+      maxQueueSize,
+      maxMemSlots: options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS,
+      onClose: (reason) => {
+        info(`front-end ${n} disconnected${reason ? ` (${reason})` : ''}`);
+        session = null;
+        const waiters = idleWaiters;
+        idleWaiters = [];
+        waiters.forEach((w) => w());
+        watchListener();
+      },
+    });
+    session.start();
+  };
+
+  watchListener();
+
+  return {
+    socketPath: options.socketPath,
+    get session() {
+      return session;
+    },
+    get connections() {
+      return connections;
+    },
+    idle() {
+      return session === null ? Promise.resolve() : new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      watch?.stop();
+      watch = null;
+      session?.close('back-end shutting down');
+      closeQuietly(listenFd);
+      try {
+        if (lstatSync(options.socketPath).ino === ino) unlinkSync(options.socketPath);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/**
+ * Listens on `path`. If the path exists: a socket nobody listens on (ECONNREFUSED) is stale
+ * and replaced; a live socket, or anything that is not a socket, is an error.
+ */
+export function listenReplacingStale(path: string, backlog: number): number {
+  try {
+    return native.socketListen(path, backlog);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'EADDRINUSE') throw e;
+  }
+  let isSocket = false;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    // vanished meanwhile: just retry
+  }
+  if (isSocket) {
+    let probe: number | null = null;
+    try {
+      probe = native.socketConnect(path);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ECONNREFUSED') throw e;
+    }
+    if (probe !== null) {
+      closeQuietly(probe);
+      throw Object.assign(new Error(`${path}: another back-end is listening there`), { code: 'EADDRINUSE' });
+    }
+    unlinkSync(path);
+  } else {
+    try {
+      lstatSync(path);
+      throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ENOENT') throw e;
+    }
+  }
+  return native.socketListen(path, backlog);
+}

@@ -1,0 +1,659 @@
+/**
+ * One vhost-user connection, back-end side: a state machine that answers the front-end's
+ * requests ([vhost-user "Front-end message types"]) and drives one device model through a
+ * DeviceRuntime, exactly as the embedded machine's virtio-mmio host does, so any
+ * VirtioDevice runs unchanged over vhost-user.
+ *
+ * Device status. With VHOST_USER_PROTOCOL_F_STATUS the front-end sets the status
+ * (SET_STATUS) and the runtime applies it. Without it (virtio_uml, many QEMU devices) the
+ * front-end keeps the status to itself, so this session stands in for it: SET_FEATURES
+ * negotiates (ACKNOWLEDGE, DRIVER, features, FEATURES_OK) and the first ring that can run
+ * sets DRIVER_OK. A SET_FEATURES with other features, or after a device error, resets the
+ * device first (it means the driver started over).
+ *
+ * Rings ([vhost-user "Ring states"]): a ring is started by SET_VRING_KICK (with an fd, or
+ * with the invalid-fd flag: then it is polled) and stopped by GET_VRING_BASE, which also
+ * drops the kick fd. It is enabled by SET_VRING_ENABLE, or for every ring at once by a
+ * SET_FEATURES without VHOST_USER_F_PROTOCOL_FEATURES. The ring runs in the runtime while it
+ * is started, enabled, fully configured, and the device is DRIVER_OK without NEEDS_RESET.
+ * A started but disabled ring is not processed (its buffers wait; nothing is consumed), which
+ * is the "no side effects" the spec asks for. Any change of a running ring's configuration,
+ * or of the memory table, stops the ring (remembering its next available index) and
+ * restarts it from the new configuration.
+ */
+import type { VirtioDevice } from '../device/device.js';
+import { DeviceRuntime, type DeviceHost } from '../device/runtime.js';
+import { Status, TRANSPORT_FEATURES, bit, hasFeature, statusNames } from '../virtio/constants.js';
+import { fail, isVirtioError } from '../virtio/errors.js';
+import { GuestMemory } from '../virtio/memory.js';
+import { ringViewsFromBytes, type RingViews } from '../virtio/ring-views.js';
+import { availRingBytes, checkQueueSize, descTableBytes, usedRingBytes } from '../virtio/split-ring.js';
+import { BackendChannel } from './backend-channel.js';
+import { ProtocolError, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
+import { InflightBuffer, createInflightFd } from './inflight.js';
+import { InflightTrackingDevice } from './inflight-tracker.js';
+import { MappedMemory } from './mapped-memory.js';
+import { MessageChannel, closeQuietly } from './message-channel.js';
+import {
+  decodeConfig,
+  decodeInflight,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddress,
+  decodeVringState,
+  encodeConfig,
+  encodeInflight,
+  encodeU64,
+  encodeVringState,
+  toSafeNumber,
+} from './payloads.js';
+import {
+  ConfigFlag,
+  HeaderFlag,
+  ProtocolFeature,
+  Request,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VRING_INDEX_MASK,
+  VRING_INVALID_FD,
+  pbit,
+  requestName,
+} from './protocol.js';
+import { Vring } from './vring.js';
+
+/** The protocol features this back-end implements ([vhost-user "Protocol features"]). */
+export const OFFERED_PROTOCOL_FEATURES =
+  pbit(ProtocolFeature.MQ) |
+  pbit(ProtocolFeature.REPLY_ACK) |
+  pbit(ProtocolFeature.CONFIG) |
+  pbit(ProtocolFeature.BACKEND_REQ) |
+  pbit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+  pbit(ProtocolFeature.RESET_DEVICE) |
+  pbit(ProtocolFeature.STATUS) |
+  pbit(ProtocolFeature.INFLIGHT_SHMFD);
+
+/** GET_MAX_MEM_SLOTS default. */
+export const DEFAULT_MAX_MEM_SLOTS = 32;
+
+export interface BackendSessionOptions {
+  /** The device model this connection serves (a fresh one per connection). */
+  device: VirtioDevice;
+  /** Lines from the device model (DeviceHost.log). */
+  log(line: string): void;
+  /** Diagnostics: refused requests, device errors. */
+  warn(line: string): void;
+  /** Largest ring size accepted by SET_VRING_NUM (power of two, ≤ 32768). */
+  maxQueueSize: number;
+  maxMemSlots?: number;
+  /** Called once when the connection has ended and every resource is released. */
+  onClose?(reason: string | null): void;
+}
+
+/** The result of a request that always has a reply: payload and fds to send (ours to close). */
+interface Reply {
+  payload: Uint8Array;
+  fds?: number[];
+}
+
+/** The fds that came with a request; the ones not taken are closed after handling. */
+class Fds {
+  private readonly taken = new Set<number>();
+  private done = false;
+  constructor(readonly list: readonly number[]) {}
+  take(i: number): number {
+    const fd = this.list[i]!;
+    this.taken.add(fd);
+    return fd;
+  }
+  closeRest(): void {
+    if (this.done) return;
+    this.done = true;
+    for (const fd of this.list) if (!this.taken.has(fd)) closeQuietly(fd);
+  }
+}
+
+export class BackendSession {
+  readonly memory = new GuestMemory();
+  readonly mapped: MappedMemory;
+  readonly device: InflightTrackingDevice;
+  readonly runtime: DeviceRuntime;
+  readonly vrings: Vring[];
+  readonly offeredFeatures: bigint;
+  private readonly channel: MessageChannel;
+  /** Acknowledged protocol features (SET_PROTOCOL_FEATURES). */
+  protocolFeatures = 0n;
+  /** The last SET_FEATURES value (with bit 30), or null. */
+  ackedFeatures: bigint | null = null;
+  private owned = false;
+  private backend: BackendChannel | null = null;
+  private inflight: InflightBuffer | null = null;
+  private closed = false;
+
+  constructor(
+    fd: number,
+    private readonly options: BackendSessionOptions,
+  ) {
+    this.device = new InflightTrackingDevice(options.device);
+    this.mapped = new MappedMemory(this.memory, options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS);
+    const host: DeviceHost = {
+      interrupt: (q) => this.vrings[q]?.signalCall(),
+      configInterrupt: () => this.configInterrupt(),
+      log: (line) => options.log(line),
+      warn: (line) => options.warn(line),
+      onDeviceError: (q) => this.signalDeviceError(q),
+    };
+    this.runtime = new DeviceRuntime(this.device, this.memory, host);
+    this.offeredFeatures = this.runtime.offeredFeatures | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+    this.vrings = options.device.queueMaxSizes.map(
+      (_, i) => new Vring(i, (index) => this.kick(index), (line) => options.warn(line)),
+    );
+    this.channel = new MessageChannel(fd, {
+      onMessage: (m) => this.onMessage(m),
+      onClose: (reason) => this.dispose(reason),
+    });
+  }
+
+  start(): this {
+    this.channel.start();
+    return this;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Ends the connection and releases everything. */
+  close(reason: string | null = 'closed by the back-end'): void {
+    this.channel.close(reason);
+  }
+
+  private has(feature: number): boolean {
+    return (this.protocolFeatures & pbit(feature)) !== 0n;
+  }
+
+  private get statusNegotiated(): boolean {
+    return this.has(ProtocolFeature.STATUS);
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private onMessage(m: RawMessage): void {
+    const name = requestName(m.request);
+    const fds = new Fds(m.fds);
+    const needReply = (m.flags & HeaderFlag.NEED_REPLY) !== 0;
+    const replies = alwaysReplies(m.request);
+    let reply: Reply | void = undefined;
+    let error: string | null = null;
+    try {
+      const { extraFds } = checkRequest(m);
+      if (extraFds.length > 0) {
+        this.options.warn(`vhost-user: ${name} carried ${extraFds.length} file descriptor(s) it does not take: closed`);
+      }
+      reply = this.handle(m, fds);
+    } catch (e) {
+      error = e instanceof ProtocolError || isVirtioError(e) ? e.message : `internal error: ${(e as Error)?.stack ?? e}`;
+      this.options.warn(`vhost-user: ${name} refused: ${error}`);
+      if (e instanceof ProtocolError && e.fatal) {
+        fds.closeRest();
+        this.close(error);
+        return;
+      }
+    } finally {
+      fds.closeRest();
+    }
+    if (this.closed) return;
+    const flags = HeaderFlag.VERSION | HeaderFlag.REPLY;
+    if (replies) {
+      // A reply is due either way; an empty payload is the error signal (GET_CONFIG's is
+      // specified, the others make the front-end's size check fail instead of hanging it).
+      const payload = error === null && reply ? reply.payload : new Uint8Array(0);
+      const out = error === null && reply ? (reply.fds ?? []) : [];
+      this.channel.send(encodeMessage(m.request, flags, payload), out, true);
+    } else if (needReply) {
+      // [vhost-user "VHOST_USER_PROTOCOL_F_REPLY_ACK"]: zero for success, non-zero for failure.
+      this.channel.send(encodeMessage(m.request, flags, encodeU64(error === null ? 0 : 1)));
+    }
+  }
+
+  private handle(m: RawMessage, fds: Fds): Reply | void {
+    const p = m.payload;
+    switch (m.request) {
+      case Request.GET_FEATURES:
+        return { payload: encodeU64(this.offeredFeatures) };
+      case Request.SET_FEATURES:
+        return this.setFeatures(decodeU64(p));
+      case Request.GET_PROTOCOL_FEATURES:
+        return { payload: encodeU64(OFFERED_PROTOCOL_FEATURES) };
+      case Request.SET_PROTOCOL_FEATURES:
+        return this.setProtocolFeatures(decodeU64(p));
+      case Request.SET_OWNER:
+        if (this.owned) this.options.warn('vhost-user: SET_OWNER again on the same connection');
+        this.owned = true;
+        return;
+      case Request.RESET_OWNER:
+        // Deprecated: "either ignore this message, or use it to disable all rings".
+        for (const v of this.vrings) v.enabled = false;
+        this.syncAll();
+        return;
+      case Request.SET_MEM_TABLE:
+        return this.setMemTable(m, fds);
+      case Request.GET_MAX_MEM_SLOTS:
+        return { payload: encodeU64(this.mapped.maxSlots) };
+      case Request.ADD_MEM_REG:
+        this.mapped.add(decodeSingleRegion(p), fds.take(0));
+        this.syncAll();
+        return;
+      case Request.REM_MEM_REG: {
+        this.stopAll();
+        const removed = this.mapped.remove(decodeSingleRegion(p));
+        this.syncAll();
+        if (!removed) throw new ProtocolError('no such memory region');
+        return;
+      }
+      case Request.SET_VRING_NUM:
+        return this.setVringNum(decodeVringState(p).index, decodeVringState(p).num);
+      case Request.SET_VRING_ADDR:
+        return this.setVringAddr(p);
+      case Request.SET_VRING_BASE:
+        return this.setVringBase(decodeVringState(p).index, decodeVringState(p).num);
+      case Request.GET_VRING_BASE:
+        return this.getVringBase(decodeVringState(p).index);
+      case Request.SET_VRING_KICK:
+      case Request.SET_VRING_CALL:
+      case Request.SET_VRING_ERR:
+        return this.setVringFd(m.request, decodeU64(p), fds);
+      case Request.SET_VRING_ENABLE: {
+        const { index, num } = decodeVringState(p);
+        const v = this.vring(index);
+        if (num > 1) throw new ProtocolError(`vring ${index}: enable value ${num} is not 0 or 1`);
+        v.enabled = num === 1;
+        this.sync(index);
+        return;
+      }
+      case Request.GET_QUEUE_NUM:
+        return { payload: encodeU64(this.vrings.length) };
+      case Request.GET_CONFIG:
+        return this.getConfig(p);
+      case Request.SET_CONFIG:
+        return this.setConfig(p);
+      case Request.SET_BACKEND_REQ_FD:
+        this.backend?.close();
+        this.backend = new BackendChannel(fds.take(0), (line) => this.options.warn(line));
+        return;
+      case Request.RESET_DEVICE:
+        this.resetDevice();
+        return;
+      case Request.SET_STATUS:
+        return this.setStatus(decodeU64(p));
+      case Request.GET_STATUS:
+        return { payload: encodeU64(this.runtime.status) };
+      case Request.GET_INFLIGHT_FD:
+        return this.getInflightFd(p);
+      case Request.SET_INFLIGHT_FD:
+        return this.setInflightFd(p, fds);
+    }
+    throw new ProtocolError('not supported');
+  }
+
+  // ---------------------------------------------------------------- features and status
+
+  private setFeatures(features: bigint): void {
+    const unknown = features & ~this.offeredFeatures;
+    if (unknown) throw new ProtocolError(`features 0x${unknown.toString(16)} were not offered`);
+    this.ackedFeatures = features;
+    const virtio = features & ~bit(VHOST_USER_F_PROTOCOL_FEATURES);
+    if (this.statusNegotiated) {
+      const s = this.runtime.status;
+      if (s & Status.FEATURES_OK) {
+        if (this.runtime.driverFeatures !== virtio) {
+          throw new ProtocolError(`features changed after FEATURES_OK (status ${statusNames(s)})`);
+        }
+      } else {
+        this.runtime.writeDriverFeatures(virtio);
+      }
+    } else {
+      this.negotiateForFrontend(virtio);
+    }
+    // [vhost-user "Ring states"]: without VHOST_USER_F_PROTOCOL_FEATURES every ring is enabled at once.
+    if (!hasFeature(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const v of this.vrings) v.enabled = true;
+    this.syncAll();
+  }
+
+  /** The status steps a front-end without PROTOCOL_F_STATUS does not send (§3.1.1 steps 1-6). */
+  private negotiateForFrontend(virtio: bigint): void {
+    const rt = this.runtime;
+    if (rt.status & Status.FEATURES_OK && rt.driverFeatures === virtio && !(rt.status & (Status.NEEDS_RESET | Status.FAILED))) return;
+    if (rt.status !== 0) {
+      this.stopAll();
+      rt.reset();
+    }
+    rt.writeStatus(Status.ACKNOWLEDGE);
+    rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+    rt.writeDriverFeatures(virtio);
+    rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    if (!(rt.status & Status.FEATURES_OK)) throw new ProtocolError(`the device refused features 0x${virtio.toString(16)}`);
+  }
+
+  private setProtocolFeatures(features: bigint): void {
+    const unknown = features & ~OFFERED_PROTOCOL_FEATURES;
+    this.protocolFeatures = features & OFFERED_PROTOCOL_FEATURES;
+    if (unknown) throw new ProtocolError(`protocol features 0x${unknown.toString(16)} were not offered (ignored)`);
+  }
+
+  private setStatus(value: bigint): void {
+    if (value > 0xffn) throw new ProtocolError(`status 0x${value.toString(16)} does not fit in a byte`);
+    const before = this.runtime.status;
+    if (Number(value) === 0) this.stopAll();
+    this.runtime.writeStatus(Number(value));
+    if (this.runtime.status === 0 && before !== 0) {
+      // §2.1 / §3.1.1: a device reset. Rings keep their vhost-user state; they rerun at DRIVER_OK.
+    }
+    this.syncAll();
+  }
+
+  private resetDevice(): void {
+    // [vhost-user "VHOST_USER_RESET_DEVICE"]: disable all rings, back to the initial device state.
+    this.stopAll();
+    for (const v of this.vrings) v.reset();
+    this.inflight?.unmap();
+    this.inflight = null;
+    this.ackedFeatures = null;
+    this.runtime.reset();
+  }
+
+  /** The device changed its config space: BACKEND_CONFIG_CHANGE_MSG if negotiated. */
+  private configInterrupt(): void {
+    if (!this.has(ProtocolFeature.CONFIG) || !this.has(ProtocolFeature.BACKEND_REQ) || !this.backend) return;
+    this.backend.configChanged();
+  }
+
+  /** DeviceHost.onDeviceError: signal the vring's error fd (every ring's if the error is not a queue's). */
+  private signalDeviceError(queue: number | undefined): void {
+    const rings = queue === undefined ? this.vrings : this.vrings.slice(queue, queue + 1);
+    for (const v of rings) v.signalErr();
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  private setMemTable(m: RawMessage, fds: Fds): void {
+    const regions = decodeMemTable(m.payload);
+    this.stopAll();
+    this.mapped.clear();
+    try {
+      regions.forEach((r, i) => this.mapped.add(r, fds.take(i)));
+    } catch (e) {
+      this.mapped.clear();
+      throw e;
+    } finally {
+      this.syncAll();
+    }
+  }
+
+  // ---------------------------------------------------------------- vrings
+
+  private vring(index: number): Vring {
+    const v = this.vrings[index];
+    if (!v) throw new ProtocolError(`vring index ${index} out of range (the device has ${this.vrings.length} queues)`);
+    return v;
+  }
+
+  private setVringNum(index: number, num: number): void {
+    const v = this.vring(index);
+    const max = this.options.maxQueueSize;
+    if (!(num > 0 && (num & (num - 1)) === 0 && num <= max)) {
+      throw new ProtocolError(`vring ${index}: size ${num} is not a power of two in 1..${max}`);
+    }
+    this.stopRing(index);
+    v.size = num;
+    this.sync(index);
+  }
+
+  private setVringAddr(p: Uint8Array): void {
+    const a = decodeVringAddress(p);
+    const v = this.vring(a.index);
+    const desc = toSafeNumber(a.desc);
+    const used = toSafeNumber(a.used);
+    const avail = toSafeNumber(a.avail);
+    if (desc === null || used === null || avail === null) throw new ProtocolError(`vring ${a.index}: ring address beyond 2^53`);
+    // §2.7.1 alignment (user addresses keep it: regions are page-aligned mappings).
+    if (desc % 16 || avail % 2 || used % 4) {
+      throw new ProtocolError(`vring ${a.index}: misaligned ring (desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)})`);
+    }
+    this.stopRing(a.index);
+    v.addresses = { desc, avail, used, flags: a.flags }; // VHOST_VRING_F_LOG: no dirty logging (LOG_ALL is not offered)
+    if (this.mapped.count > 0 && v.size > 0) {
+      try {
+        this.ringViews(v);
+      } catch (e) {
+        v.addresses = null;
+        throw new ProtocolError(`vring ${a.index}: ${(e as Error).message}`);
+      }
+    }
+    this.sync(a.index);
+  }
+
+  private setVringBase(index: number, num: number): void {
+    const v = this.vring(index);
+    // [vhost-user "A vring descriptor index for split virtqueues"]: bits 16-31 are reserved.
+    if (num > 0xffff) throw new ProtocolError(`vring ${index}: base ${num} does not fit in 16 bits (packed rings are not supported)`);
+    this.stopRing(index);
+    v.base = num;
+    this.sync(index);
+  }
+
+  private getVringBase(index: number): Reply {
+    const v = this.vring(index);
+    this.stopRing(index);
+    v.started = false;
+    v.dropKick();
+    this.device.track(index, null);
+    return { payload: encodeVringState({ index, num: v.base }) };
+  }
+
+  private setVringFd(request: number, value: bigint, fds: Fds): void {
+    const index = Number(value & BigInt(VRING_INDEX_MASK));
+    const invalid = (value & BigInt(VRING_INVALID_FD)) !== 0n;
+    if (value & ~BigInt(VRING_INDEX_MASK | VRING_INVALID_FD)) {
+      throw new ProtocolError(`reserved bits set in 0x${value.toString(16)}`);
+    }
+    const v = this.vring(index);
+    const fd = invalid ? null : fds.take(0);
+    switch (request) {
+      case Request.SET_VRING_KICK:
+        this.stopRing(index);
+        v.setKick(fd);
+        v.started = true;
+        this.sync(index);
+        return;
+      case Request.SET_VRING_CALL:
+        v.setCall(fd);
+        return;
+      case Request.SET_VRING_ERR:
+        v.setErr(fd);
+        return;
+    }
+  }
+
+  /** A kick (or a poll tick) for ring `index`. */
+  private kick(index: number): void {
+    if (this.closed) return;
+    const v = this.vrings[index]!;
+    if (v.queue !== null && this.runtime.activeQueue(index) === v.queue) this.runtime.notify(index);
+  }
+
+  /** Translates the ring's user addresses into views of the mapped memory (§2.7 sizes). */
+  private ringViews(v: Vring): RingViews {
+    const a = v.addresses!;
+    checkQueueSize(v.size);
+    const part = (uva: number, len: number, what: string): Uint8Array =>
+      this.mapped.userSlice(uva, len) ??
+      fail('MEM_OUT_OF_RANGE', `${what} at user address 0x${uva.toString(16)} (+${len}) is not inside one memory region`, '§2.7');
+    return ringViewsFromBytes(v.size, {
+      desc: part(a.desc, descTableBytes(v.size), 'descriptor table'),
+      avail: part(a.avail, availRingBytes(v.size), 'available ring'),
+      used: part(a.used, usedRingBytes(v.size), 'used ring'),
+    });
+  }
+
+  private runnable(v: Vring): boolean {
+    return v.started && v.enabled && v.size > 0 && v.addresses !== null && this.mapped.count > 0;
+  }
+
+  private syncAll(): void {
+    for (let i = 0; i < this.vrings.length; i++) this.sync(i);
+  }
+
+  /** Makes the runtime's view of ring `index` match the vhost-user state: start, stop, or leave it. */
+  private sync(index: number): void {
+    if (this.closed) return;
+    const v = this.vrings[index]!;
+    const runnable = this.runnable(v);
+    if (runnable && !this.statusNegotiated) this.implicitDriverOk();
+    const shouldRun = runnable && this.runtime.driverOk;
+    const running = v.queue !== null && this.runtime.activeQueue(index) === v.queue;
+    if (shouldRun && !running) this.startRing(index);
+    else if (!shouldRun && v.queue !== null) this.stopRing(index);
+    v.setPolling(v.polling && v.queue !== null && this.runtime.activeQueue(index) === v.queue);
+  }
+
+  /** Without PROTOCOL_F_STATUS, the first runnable ring stands for the driver's DRIVER_OK. */
+  private implicitDriverOk(): void {
+    const s = this.runtime.status;
+    if (s & Status.FEATURES_OK && !(s & (Status.DRIVER_OK | Status.NEEDS_RESET | Status.FAILED))) {
+      this.runtime.writeStatus(s | Status.DRIVER_OK);
+    }
+  }
+
+  private startRing(index: number): void {
+    const v = this.vrings[index]!;
+    if (v.queue !== null) this.stopRing(index); // the runtime dropped it (reset, device error): keep its index
+    let rings: RingViews;
+    try {
+      rings = this.ringViews(v);
+    } catch (e) {
+      this.runtime.deviceError(e, index);
+      return;
+    }
+    let base = v.base;
+    let resubmit: number[] = [];
+    const region = this.inflight?.queue(index) ?? null;
+    if (region !== null) {
+      const usedIdx = Atomics.load(rings.used16, 1);
+      if (region.version === 1 && region.descNum === v.size) {
+        resubmit = region.recover(usedIdx);
+        base = (usedIdx + resubmit.length) & 0xffff;
+        if (base !== v.base) {
+          this.options.warn(`vring ${index}: next available index ${base} from the inflight buffer (front-end said ${v.base})`);
+        }
+      } else {
+        if (region.version !== 0) {
+          this.options.warn(`vring ${index}: inflight region (version ${region.version}, ${region.descNum} descriptors) does not match a ring of ${v.size}: reinitialised`);
+        }
+        region.initialise(v.size, usedIdx);
+      }
+      this.device.track(index, { region, usedIdx: () => Atomics.load(rings.used16, 1) });
+    }
+    v.queue = this.runtime.startQueue(index, rings, { nextAvail: base });
+    if (resubmit.length > 0) {
+      this.options.warn(`vring ${index}: resubmitting ${resubmit.length} request(s) in flight before the back-end restarted`);
+      this.runtime.resubmit(index, resubmit);
+    }
+    // Buffers may have been made available while the ring was stopped or disabled.
+    if (this.runtime.activeQueue(index) === v.queue) this.runtime.notify(index);
+  }
+
+  /** Takes ring `index` out of the runtime, remembering where it stood. */
+  private stopRing(index: number): void {
+    const v = this.vrings[index]!;
+    v.setPolling(false);
+    if (v.queue === null) return;
+    v.base = v.queue.nextAvail;
+    if (this.runtime.activeQueue(index) === v.queue) this.runtime.stopQueue(index);
+    v.queue = null;
+    this.device.track(index, null);
+  }
+
+  private stopAll(): void {
+    for (let i = 0; i < this.vrings.length; i++) this.stopRing(i);
+  }
+
+  // ---------------------------------------------------------------- config space
+
+  private configRange(offset: number, size: number): void {
+    const total = this.options.device.configSize;
+    if (offset > total || size > total - offset) {
+      throw new ProtocolError(`config access [${offset}, +${size}) is outside the ${total}-byte config space`);
+    }
+  }
+
+  private getConfig(p: Uint8Array): Reply {
+    const c = decodeConfig(p);
+    this.configRange(c.offset, c.size);
+    return { payload: encodeConfig({ offset: c.offset, flags: c.flags, data: this.runtime.readConfig(c.offset, c.size) }) };
+  }
+
+  private setConfig(p: Uint8Array): void {
+    const c = decodeConfig(p);
+    if (c.flags !== ConfigFlag.WRITABLE && c.flags !== ConfigFlag.MIGRATION) {
+      throw new ProtocolError(`config flags ${c.flags} are neither 0 (writable fields) nor 1 (migration)`);
+    }
+    this.configRange(c.offset, c.size);
+    this.runtime.writeConfig(c.offset, c.data.slice());
+  }
+
+  // ---------------------------------------------------------------- inflight buffer
+
+  private getInflightFd(p: Uint8Array): Reply {
+    const d = decodeInflight(p);
+    if (d.numQueues === 0 || d.numQueues > this.vrings.length) {
+      throw new ProtocolError(`inflight buffer for ${d.numQueues} queues; the device has ${this.vrings.length}`);
+    }
+    if (!(d.queueSize > 0 && (d.queueSize & (d.queueSize - 1)) === 0 && d.queueSize <= this.options.maxQueueSize)) {
+      throw new ProtocolError(`inflight queue size ${d.queueSize} is not a power of two in 1..${this.options.maxQueueSize}`);
+    }
+    const { fd, size } = createInflightFd(d.numQueues, d.queueSize);
+    return {
+      payload: encodeInflight({ mmapSize: BigInt(size), mmapOffset: 0n, numQueues: d.numQueues, queueSize: d.queueSize }),
+      fds: [fd],
+    };
+  }
+
+  private setInflightFd(p: Uint8Array, fds: Fds): void {
+    const d = decodeInflight(p);
+    const mmapSize = toSafeNumber(d.mmapSize);
+    const mmapOffset = toSafeNumber(d.mmapOffset);
+    const fd = fds.take(0);
+    if (mmapSize === null || mmapOffset === null) {
+      closeQuietly(fd);
+      throw new ProtocolError('inflight buffer size or offset beyond 2^53');
+    }
+    let buffer: InflightBuffer;
+    try {
+      buffer = InflightBuffer.map(fd, { mmapSize, mmapOffset, numQueues: d.numQueues, queueSize: d.queueSize });
+    } catch (e) {
+      throw new ProtocolError((e as Error).message);
+    }
+    this.stopAll();
+    this.inflight?.unmap();
+    this.inflight = buffer;
+    this.syncAll();
+  }
+
+  // ---------------------------------------------------------------- teardown
+
+  private dispose(reason: string | null): void {
+    if (this.closed) return;
+    this.stopAll();
+    this.closed = true;
+    for (const v of this.vrings) v.close();
+    this.backend?.close();
+    this.backend = null;
+    this.mapped.clear();
+    this.inflight?.unmap();
+    this.inflight = null;
+    this.options.onClose?.(reason);
+  }
+}
+
+/** The transport features every vhost-user device offers on top of its own (for documentation and tests). */
+export const VHOST_USER_TRANSPORT_FEATURES = TRANSPORT_FEATURES | bit(VHOST_USER_F_PROTOCOL_FEATURES);

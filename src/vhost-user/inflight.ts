@@ -1,0 +1,186 @@
+/**
+ * The inflight I/O tracking buffer for split virtqueues ([vhost-user "Inflight I/O tracking"]),
+ * shared with the front-end (GET_INFLIGHT_FD / SET_INFLIGHT_FD) so that a restarted back-end
+ * can resubmit the requests its predecessor took but never completed.
+ *
+ * The buffer is one region per queue; each region is (little-endian, as the host):
+ *
+ *   QueueRegionSplit   offset  field
+ *                      0       u64 features        (0)
+ *                      8       u16 version         (1; 0 = not initialised yet)
+ *                      10      u16 desc_num        (= queue size)
+ *                      12      u16 last_batch_head (head of the list of the last used batch)
+ *                      14      u16 used_idx        (used.idx when the last batch was settled)
+ *                      16      DescStateSplit desc[desc_num]
+ *   DescStateSplit     0       u8  inflight
+ *                      1       u8  padding[5]
+ *                      6       u16 next            (batch list link)
+ *                      8       u64 counter         (order in which heads were taken)
+ *
+ * Only the back-end interprets the buffer (the front-end keeps it and hands it back), so the
+ * region stride is this back-end's choice: the struct size rounded up to 64 bytes.
+ */
+import { native } from './native/index.js';
+import { closeQuietly } from './message-channel.js';
+
+export const INFLIGHT_VERSION = 1;
+const HEADER = 16;
+const DESC_STATE = 16;
+const REGION_ALIGN = 64;
+
+/** Bytes of one queue's region for a queue of `queueSize` descriptors. */
+export const inflightQueueRegionSize = (queueSize: number): number =>
+  Math.ceil((HEADER + DESC_STATE * queueSize) / REGION_ALIGN) * REGION_ALIGN;
+
+/** Bytes of the whole buffer. */
+export const inflightBufferSize = (numQueues: number, queueSize: number): number =>
+  numQueues * inflightQueueRegionSize(queueSize);
+
+/**
+ * GET_INFLIGHT_FD: a zeroed shared-memory fd holding the buffer (version 0 everywhere: each
+ * queue's region is initialised when its ring first starts). The caller sends and closes it.
+ */
+export function createInflightFd(numQueues: number, queueSize: number): { fd: number; size: number } {
+  const size = inflightBufferSize(numQueues, queueSize);
+  const fd = native.memfdCreate('vhost-user-inflight', size); // memfd pages start zeroed
+  return { fd, size };
+}
+
+/** One queue's region, over a view of the shared buffer. */
+export class InflightQueue {
+  private readonly view: DataView;
+  /** The next counter value to give a head taken from the available ring. */
+  private counter = 1n;
+
+  constructor(bytes: Uint8Array) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  get version(): number {
+    return this.view.getUint16(8, true);
+  }
+  get descNum(): number {
+    return this.view.getUint16(10, true);
+  }
+  get lastBatchHead(): number {
+    return this.view.getUint16(12, true);
+  }
+  get usedIdx(): number {
+    return this.view.getUint16(14, true);
+  }
+
+  isInflight(head: number): boolean {
+    return this.view.getUint8(HEADER + DESC_STATE * head) !== 0;
+  }
+
+  /** A fresh region for a ring of `size` whose used.idx is `usedIdx`: nothing in flight. */
+  initialise(size: number, usedIdx: number): void {
+    new Uint8Array(this.view.buffer, this.view.byteOffset, HEADER + DESC_STATE * size).fill(0);
+    this.view.setBigUint64(0, 0n, true);
+    this.view.setUint16(10, size, true);
+    this.view.setUint16(12, 0, true);
+    this.view.setUint16(14, usedIdx & 0xffff, true);
+    this.view.setUint16(8, INFLIGHT_VERSION, true);
+    this.counter = 1n;
+  }
+
+  /** "When receiving available buffers from the driver": head `head` was taken. */
+  begin(head: number): void {
+    const at = HEADER + DESC_STATE * head;
+    this.view.setBigUint64(at + 8, this.counter++, true);
+    this.view.setUint8(at, 1);
+  }
+
+  /**
+   * "When supplying used buffers to the driver", steps 1-3: `head` joins the batch that the
+   * next used.idx update publishes. Call `settle` first, so the list only holds that batch.
+   */
+  link(head: number): void {
+    this.view.setUint16(HEADER + DESC_STATE * head + 6, this.lastBatchHead, true);
+    this.view.setUint16(12, head, true);
+  }
+
+  /**
+   * The remaining steps, done lazily: if used.idx (`ringUsedIdx`) moved past `used_idx`, the
+   * last batch was published, so its heads are no longer in flight. This is also the
+   * reconnection rule ([vhost-user "Inflight I/O tracking"], "When reconnecting" step 1).
+   */
+  settle(ringUsedIdx: number): void {
+    const used = this.usedIdx;
+    if (used === (ringUsedIdx & 0xffff)) return;
+    const batch = (ringUsedIdx - used) & 0xffff;
+    const n = this.descNum;
+    let head = this.lastBatchHead;
+    for (let k = 0; k < batch && k < n && head < n; k++) {
+      const at = HEADER + DESC_STATE * head;
+      this.view.setUint8(at, 0);
+      head = this.view.getUint16(at + 6, true);
+    }
+    this.view.setUint16(14, ringUsedIdx & 0xffff, true);
+  }
+
+  /**
+   * "When reconnecting": settles the last batch, then returns the heads still in flight in
+   * the order they were taken (by counter). Later heads get larger counters.
+   */
+  recover(ringUsedIdx: number): number[] {
+    this.settle(ringUsedIdx);
+    const found: { head: number; counter: bigint }[] = [];
+    for (let head = 0; head < this.descNum; head++) {
+      const at = HEADER + DESC_STATE * head;
+      if (this.view.getUint8(at) !== 0) found.push({ head, counter: this.view.getBigUint64(at + 8, true) });
+    }
+    found.sort((a, b) => (a.counter < b.counter ? -1 : a.counter > b.counter ? 1 : 0));
+    const max = found.length ? found[found.length - 1]!.counter : 0n;
+    this.counter = max + 1n;
+    return found.map((f) => f.head);
+  }
+}
+
+/** The mapped inflight buffer of SET_INFLIGHT_FD. */
+export class InflightBuffer {
+  private readonly regionSize: number;
+
+  private constructor(
+    private readonly mapping: ArrayBuffer,
+    private readonly lead: number,
+    readonly numQueues: number,
+    readonly queueSize: number,
+  ) {
+    this.regionSize = inflightQueueRegionSize(queueSize);
+  }
+
+  /**
+   * Maps [mmapOffset, mmapOffset + mmapSize) of `fd` (always consumed). Throws Error with
+   * a reason when the description does not fit the fd or the layout.
+   */
+  static map(fd: number, d: { mmapSize: number; mmapOffset: number; numQueues: number; queueSize: number }): InflightBuffer {
+    try {
+      if (d.numQueues === 0 || d.queueSize === 0) throw new Error(`empty inflight buffer (${d.numQueues} queues of ${d.queueSize})`);
+      const need = inflightBufferSize(d.numQueues, d.queueSize);
+      if (d.mmapSize < need) throw new Error(`inflight buffer of ${d.mmapSize} bytes, ${need} needed for ${d.numQueues} queues of ${d.queueSize}`);
+      const kind = native.fdKind(fd);
+      if (kind !== 'memfd' && kind !== 'file') throw new Error(`inflight fd is a ${kind}, not memory`);
+      if (d.mmapOffset + d.mmapSize > native.fdSize(fd)) throw new Error('inflight buffer is past the end of its file');
+      const lead = d.mmapOffset % native.pageSize;
+      const mapping = native.mmap(fd, lead + d.mmapSize, d.mmapOffset - lead);
+      return new InflightBuffer(mapping, lead, d.numQueues, d.queueSize);
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
+  /** Queue `index`'s region, or null if the buffer has none for it. */
+  queue(index: number): InflightQueue | null {
+    if (index >= this.numQueues) return null;
+    return new InflightQueue(new Uint8Array(this.mapping, this.lead + index * this.regionSize, this.regionSize));
+  }
+
+  unmap(): void {
+    try {
+      native.munmap(this.mapping);
+    } catch {
+      // already detached
+    }
+  }
+}
