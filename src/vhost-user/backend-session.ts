@@ -85,6 +85,8 @@ export interface BackendSessionOptions {
   /** Largest ring size accepted by SET_VRING_NUM (power of two, ≤ 32768). */
   maxQueueSize: number;
   maxMemSlots?: number;
+  /** Every request received, one line each (for debugging front-ends). */
+  trace?(line: string): void;
   /** Called once when the connection has ended and every resource is released. */
   onClose?(reason: string | null): void;
 }
@@ -182,6 +184,7 @@ export class BackendSession {
     const fds = new Fds(m.fds);
     const needReply = (m.flags & HeaderFlag.NEED_REPLY) !== 0;
     const replies = alwaysReplies(m.request);
+    this.options.trace?.(describeRequest(m));
     let reply: Reply | void = undefined;
     let error: string | null = null;
     try {
@@ -653,6 +656,13 @@ export class BackendSession {
     this.inflight = null;
     this.options.onClose?.(reason);
   }
+}
+
+/** `SET_VRING_NUM flags=0x9 size=8 fds=0 payload=00000000 00010000` for trace lines. */
+export function describeRequest(m: RawMessage): string {
+  const hex = Array.from(m.payload.subarray(0, 48), (b) => b.toString(16).padStart(2, '0')).join('');
+  const words = hex.replace(/(.{8})/g, '$1 ').trim();
+  return `${requestName(m.request)} flags=0x${m.flags.toString(16)} size=${m.size} fds=${m.fds.length}${m.size ? ` payload=${words}${m.size > 48 ? ' ...' : ''}` : ''}`;
 }
 
 /** The transport features every vhost-user device offers on top of its own (for documentation and tests). */
