@@ -375,6 +375,7 @@ static ssize_t vt_read(struct file *filp, char __user *buf, size_t count,
 		if (r)
 			break;
 
+		eof = false;
 		err = vt_read_ready(f, &eof);
 		if (err < 0)
 			return err;
@@ -385,6 +386,7 @@ static ssize_t vt_read(struct file *filp, char __user *buf, size_t count,
 				return -EAGAIN;
 			err = wait_event_interruptible(f->wq,
 					vt_read_ready(f, &eof) != 0);
+			/* loop: the state is re-read under the lock above */
 			if (err)
 				return err;
 		}
