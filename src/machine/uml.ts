@@ -11,7 +11,7 @@
 //
 // and then powers off, so the UML process exits (with the same status).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, realpathSync, rmSync, statfsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -122,12 +122,21 @@ function track(pgid: number): void {
 
 let runCounter = 0;
 
-/** A directory for UML's memory file and uml_dir: tmpfs when possible (UML warns otherwise). */
-function runDir(): string {
+/**
+ * A directory for UML's memory file and uml_dir: tmpfs when it has room (UML
+ * warns otherwise, and it is faster), else the OS temp dir. Docker's default
+ * /dev/shm is only 64 MiB, hence the free-space check.
+ */
+function runDir(memMiB: number): string {
+  const need = (memMiB + 32) * 1024 * 1024;
   const candidates = [process.env.VT_UML_TMPDIR, '/dev/shm', os.tmpdir()].filter((d): d is string => !!d);
   for (const base of candidates) {
     try {
-      if (statSync(base).isDirectory()) return mkdtempSync(path.join(base, 'vt-uml-'));
+      if (!statSync(base).isDirectory()) continue;
+      const fs = statfsSync(base);
+      const forced = base === process.env.VT_UML_TMPDIR || base === candidates[candidates.length - 1];
+      if (!forced && fs.bavail * fs.bsize < need) continue;
+      return mkdtempSync(path.join(base, 'vt-uml-'));
     } catch {
       /* try the next one */
     }
@@ -148,7 +157,7 @@ export function runUml(opts: UmlRunOptions): Promise<UmlRunResult> {
   const encoded = Buffer.from(shellQuote(opts.command), 'utf8').toString('base64');
   if (encoded.length > 3000) throw new Error('runUml: command too long for the kernel command line (4096 bytes)');
 
-  const dir = runDir();
+  const dir = runDir(mem);
   const umid = `vt-${process.pid}-${++runCounter}`;
   const args = [
     `mem=${mem}M`,

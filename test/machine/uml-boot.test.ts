@@ -4,11 +4,12 @@
 // Needs the guest built; skipped (loudly) when it is not, except in CI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { findUmlGuest, runUml, shellQuote, type UmlGuest } from '../../src/machine/uml.js';
+import { defaultRepoRoot, findUmlGuest, runUml, shellQuote, type UmlGuest } from '../../src/machine/uml.js';
 
 const guest = findUmlGuest();
 const inCI = process.env.CI === 'true';
@@ -99,5 +100,82 @@ test('a command that hangs is killed at the timeout, leaving no process behind',
     assert.equal(left.stdout.trim(), '', `UML processes left behind: ${left.stdout}`);
   } finally {
     cleanup();
+  }
+});
+
+// The driver against guest/linux/tools/fake-backend.py (a minimal Python
+// vhost-user virtio-test backend): a sanity check of the guest side that does
+// not depend on the TypeScript backend.
+function startFakeBackend(args: string[] = []): Promise<{ socket: string; stop: () => Promise<string> }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vt-uml-fb-'));
+  const socket = path.join(dir, 'fb.sock');
+  const script = path.join(defaultRepoRoot(), 'guest', 'linux', 'tools', 'fake-backend.py');
+  const child = spawn('python3', [script, socket, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const stop = async (): Promise<string> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'close');
+    }
+    rmSync(dir, { recursive: true, force: true });
+    return stderr;
+  };
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + 10_000;
+    const poll = (): void => {
+      if (existsSync(socket)) return resolve({ socket, stop });
+      if (child.exitCode !== null || Date.now() > deadline) {
+        void stop().then((e) => reject(new Error(`fake backend did not start: ${e}`)));
+        return;
+      }
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+const hasPython = spawnSync('python3', ['--version']).status === 0;
+
+test('driver against the Python fake backend: the seed run result, then stress', { skip: !hasPython && 'python3 not installed' }, async (t) => {
+  const g = needGuest(t);
+  if (!g) return;
+  const fb = await startFakeBackend();
+  try {
+    const r = await runUml({ guest: g, socket: fb.socket, command: ['sh', '-c', 'virtio 10 && virtio-stress -q -w 300 4 500'], timeoutMs: 60_000 });
+    assert.equal(r.exitCode, 0, `lines:\n${r.lines.join('\n')}\nboot:\n${r.bootLines.join('\n')}`);
+    const ts = String.raw`^\[\s*\d+\.\d{6}\] `;
+    const want = ['virtio test_request_done get ack', 'virtio response ret is 111', 'virtio response arg1 is 112', 'virtio response arg2 is 113'];
+    assert.deepEqual(
+      r.lines.slice(0, 4).map((l) => l.replace(new RegExp(ts), '')),
+      want,
+      r.lines.join('\n'),
+    );
+    assert.ok(r.lines.slice(0, 4).every((l) => new RegExp(ts).test(l)), 'printk lines carry timestamps');
+    assert.ok(r.lines.includes('stress: P=4 K=500 ok=2000 bad=0 lost=0'), r.lines.join('\n'));
+  } finally {
+    await fb.stop();
+  }
+});
+
+test('driver when the backend dies: users get errors, the guest does not hang', { skip: !hasPython && 'python3 not installed' }, async (t) => {
+  const g = needGuest(t);
+  if (!g) return;
+  const fb = await startFakeBackend(['--die-after', '100']);
+  try {
+    const r = await runUml({
+      guest: g,
+      socket: fb.socket,
+      command: ['sh', '-c', 'virtio-stress -q -w 50 2 1000; echo "stress rc=$?"; test -e /dev/virtio_misc || echo device-gone; dmesg | grep -c -e "BUG" -e "Oops" -e "cut here" || true'],
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.timedOut, false);
+    assert.equal(r.exitCode, 0, r.lines.join('\n'));
+    assert.ok(r.lines.includes('stress rc=1'), r.lines.join('\n'));
+    assert.ok(r.lines.includes('device-gone'), r.lines.join('\n'));
+    assert.ok(r.lines.some((l) => /virtio-stress\[\d\]: (write|read) .*(No such device|Input\/output error)/.test(l)), r.lines.join('\n'));
+    assert.equal(r.lines[r.lines.length - 1], '0', 'no BUG/Oops/WARNING in dmesg');
+  } finally {
+    await fb.stop();
   }
 });
