@@ -59,7 +59,7 @@ import {
   pbit,
   requestName,
 } from './protocol.js';
-import { Vring } from './vring.js';
+import { Vring, type VringAddresses } from './vring.js';
 
 /** The protocol features this back-end implements ([vhost-user "Protocol features"]). */
 export const OFFERED_PROTOCOL_FEATURES =
@@ -422,16 +422,17 @@ export class BackendSession {
     if (desc % 16 || avail % 2 || used % 4) {
       throw new ProtocolError(`vring ${a.index}: misaligned ring (desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)})`);
     }
-    this.stopRing(a.index);
-    v.addresses = { desc, avail, used, flags: a.flags }; // VHOST_VRING_F_LOG: no dirty logging (LOG_ALL is not offered)
+    // VHOST_VRING_F_LOG asks for dirty logging of the used ring: not done (LOG_ALL is not offered).
+    const addresses = { desc, avail, used, flags: a.flags };
     if (this.mapped.count > 0 && v.size > 0) {
       try {
-        this.ringViews(v);
+        this.ringViews(v.size, addresses);
       } catch (e) {
-        v.addresses = null;
         throw new ProtocolError(`vring ${a.index}: ${(e as Error).message}`);
       }
     }
+    this.stopRing(a.index);
+    v.addresses = addresses;
     this.sync(a.index);
   }
 
@@ -485,16 +486,15 @@ export class BackendSession {
   }
 
   /** Translates the ring's user addresses into views of the mapped memory (§2.7 sizes). */
-  private ringViews(v: Vring): RingViews {
-    const a = v.addresses!;
-    checkQueueSize(v.size);
+  private ringViews(size: number, a: VringAddresses): RingViews {
+    checkQueueSize(size);
     const part = (uva: number, len: number, what: string): Uint8Array =>
       this.mapped.userSlice(uva, len) ??
       fail('MEM_OUT_OF_RANGE', `${what} at user address 0x${uva.toString(16)} (+${len}) is not inside one memory region`, '§2.7');
-    return ringViewsFromBytes(v.size, {
-      desc: part(a.desc, descTableBytes(v.size), 'descriptor table'),
-      avail: part(a.avail, availRingBytes(v.size), 'available ring'),
-      used: part(a.used, usedRingBytes(v.size), 'used ring'),
+    return ringViewsFromBytes(size, {
+      desc: part(a.desc, descTableBytes(size), 'descriptor table'),
+      avail: part(a.avail, availRingBytes(size), 'available ring'),
+      used: part(a.used, usedRingBytes(size), 'used ring'),
     });
   }
 
@@ -532,7 +532,7 @@ export class BackendSession {
     if (v.queue !== null) this.stopRing(index); // the runtime dropped it (reset, device error): keep its index
     let rings: RingViews;
     try {
-      rings = this.ringViews(v);
+      rings = this.ringViews(v.size, v.addresses!);
     } catch (e) {
       this.runtime.deviceError(e, index);
       return;

@@ -198,7 +198,9 @@ export class VirtioTestClient {
       const s = await fe.getStatus();
       if (!(s & Status.FEATURES_OK)) throw new VhostUserError(`FEATURES_OK refused (status ${s})`);
     }
-    if (this.has(ProtocolFeature.CONFIGURE_MEM_SLOTS)) {
+    if (this.has(ProtocolFeature.CONFIGURE_MEM_SLOTS) && !newConnection) {
+      // The back-end keeps its memory table across a device reset; ADD_MEM_REG only adds.
+    } else if (this.has(ProtocolFeature.CONFIGURE_MEM_SLOTS)) {
       const slots = await fe.getMaxMemSlots();
       if (slots < this.ram.regions.length) throw new VhostUserError(`back-end has ${slots} memory slots`);
       const d = this.ram.descriptions();
@@ -219,6 +221,12 @@ export class VirtioTestClient {
     if (this.has(ProtocolFeature.STATUS)) {
       await fe.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
     }
+    await this.barrier();
+  }
+
+  /** Without REPLY_ACK nothing says the back-end has processed our requests: a request with a reply does (virtio_uml uses GET_FEATURES the same way). */
+  async barrier(): Promise<void> {
+    if (!this.frontend.replyAck) await this.frontend.getFeatures();
   }
 
   private has(feature: number): boolean {
@@ -240,15 +248,14 @@ export class VirtioTestClient {
     );
   }
 
-  private async setupRing(fresh: boolean): Promise<void> {
+  private async setupRing(fresh: boolean, base?: number): Promise<void> {
     const fe = this.frontend;
     const o = this.options;
     this.dropNotifiers();
     await fe.setVringNum(0, this.queueSize);
     // After a back-end restart the front-end cannot ask where the ring stood; like QEMU it
     // starts from the used index (a back-end with an inflight buffer knows better).
-    const usedIdx = fresh ? 0 : this.usedIdx();
-    await fe.setVringBase(0, usedIdx);
+    await fe.setVringBase(0, base ?? (fresh ? 0 : this.usedIdx()));
     await fe.setVringAddr(0, {
       desc: this.ram.userAddr(this.ring.desc),
       avail: this.ram.userAddr(this.ring.avail),
@@ -284,6 +291,21 @@ export class VirtioTestClient {
       await fe.setVringKick(0, null);
     }
     if (this.options.protocolFeatures) await fe.setVringEnable(0, true);
+  }
+
+  /**
+   * Sets the ring up again on the same connection (after GET_VRING_BASE stopped it): NUM,
+   * BASE = `base` (default: the used index), ADDR, new CALL/ERR/KICK fds, ENABLE.
+   */
+  async restartRing(base?: number): Promise<void> {
+    await this.setupRing(false, base);
+    await this.barrier();
+    this.drainUsed();
+  }
+
+  /** The kick eventfd (null when the back-end polls). */
+  get kickEventFd(): number | null {
+    return this.kickFd;
   }
 
   /** used.idx as the device published it. */

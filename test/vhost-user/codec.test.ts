@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ProtocolError, checkHeader, checkRequest, decodeHeader, encodeMessage, type RawMessage } from '../../src/vhost-user/codec.js';
+import {
+  decodeInflight,
+  decodeMemTable,
+  decodeVringAddress,
+  encodeConfig,
+  encodeInflight,
+  encodeMemTable,
+  encodeU64,
+  encodeVringAddress,
+  encodeVringState,
+} from '../../src/vhost-user/payloads.js';
+import { HEADER_SIZE, HeaderFlag, MAX_PAYLOAD_SIZE, Request, VRING_INVALID_FD } from '../../src/vhost-user/protocol.js';
+
+function msg(request: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags: number = HeaderFlag.VERSION): RawMessage {
+  return { request, flags, size: payload.length, payload, fds, truncatedFds: false };
+}
+
+const region = { guestAddr: 0x1000n, size: 0x2000n, userAddr: 0x7000_0000n, mmapOffset: 0n };
+
+function expectError(fn: () => unknown, pattern: RegExp, fatal = false): void {
+  assert.throws(fn, (e: unknown) => e instanceof ProtocolError && pattern.test(e.message) && e.fatal === fatal);
+}
+
+describe('vhost-user header', () => {
+  it('encodes request, flags and size little-endian in 12 bytes', () => {
+    const m = encodeMessage(Request.SET_VRING_NUM, HeaderFlag.VERSION | HeaderFlag.NEED_REPLY, encodeVringState({ index: 0, num: 256 }));
+    assert.equal(m.length, HEADER_SIZE + 8);
+    assert.deepEqual([...m.subarray(0, 12)], [8, 0, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0]);
+    assert.deepEqual(decodeHeader(m), { request: 8, flags: 9, size: 8 });
+  });
+
+  it('refuses a wrong version and an oversized payload as fatal (the stream cannot be trusted)', () => {
+    expectError(() => checkHeader({ request: 1, flags: 0, size: 0 }), /version 0/, true);
+    expectError(() => checkHeader({ request: 1, flags: 2, size: 0 }), /version 2/, true);
+    expectError(() => checkHeader({ request: 1, flags: 1, size: MAX_PAYLOAD_SIZE + 1 }), /exceeds the maximum/, true);
+    assert.doesNotThrow(() => checkHeader({ request: 1, flags: 1, size: MAX_PAYLOAD_SIZE }));
+  });
+
+  it('refuses the REPLY flag on a request, but not on a reply', () => {
+    expectError(() => checkHeader({ request: 1, flags: 5, size: 0 }), /REPLY flag/);
+    assert.doesNotThrow(() => checkHeader({ request: 1, flags: 5, size: 0 }, true));
+  });
+});
+
+describe('vhost-user request validation', () => {
+  it('checks the payload size against the request', () => {
+    assert.doesNotThrow(() => checkRequest(msg(Request.GET_FEATURES)));
+    expectError(() => checkRequest(msg(Request.GET_FEATURES, new Uint8Array(8))), /payload size 8, expected 0/);
+    expectError(() => checkRequest(msg(Request.SET_FEATURES, new Uint8Array(4))), /payload size 4, expected 8/);
+    expectError(() => checkRequest(msg(Request.SET_VRING_ADDR, new Uint8Array(32))), /expected 40/);
+    expectError(() => checkRequest(msg(Request.GET_INFLIGHT_FD, new Uint8Array(16))), /expected 20..24/);
+  });
+
+  it('refuses requests it does not implement', () => {
+    expectError(() => checkRequest(msg(999)), /request 999 is not supported/);
+    expectError(() => checkRequest(msg(Request.SET_LOG_BASE, new Uint8Array(16), [7])), /SET_LOG_BASE is not supported/);
+  });
+
+  it('SET_MEM_TABLE: 1..8 regions, room for them, one fd per region (virtio_uml sends room for 2)', () => {
+    const one = encodeMemTable([region]);
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [10])));
+    const roomForTwo = new Uint8Array(8 + 64);
+    roomForTwo.set(one);
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_MEM_TABLE, roomForTwo, [10])));
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [])), /too few file descriptors: 0, expected 1/);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [10, 11])), /too many file descriptors: 2, expected 1/);
+    const lying = encodeMemTable([region]);
+    new DataView(lying.buffer).setUint32(0, 3, true);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, lying, [1, 2, 3])), /3 regions in a payload with room for 1/);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, encodeMemTable([]), [])), /0 regions/);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, new Uint8Array(8 + 33), [1])), /not 8 \+ 32 \* n/);
+    const nine = encodeMemTable(Array.from({ length: 9 }, () => region));
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, nine, [])), /9 regions, expected 1..8/);
+  });
+
+  it('vring fds: one fd, or none with the invalid-fd flag', () => {
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [5])));
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_VRING_CALL, encodeU64(VRING_INVALID_FD), [])));
+    expectError(() => checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [])), /too few/);
+    expectError(() => checkRequest(msg(Request.SET_VRING_ERR, encodeU64(VRING_INVALID_FD), [5])), /too many.*invalid-fd flag/);
+  });
+
+  it('hands back fds on a request that takes none, for closing', () => {
+    const r = checkRequest(msg(Request.GET_FEATURES, new Uint8Array(0), [5, 6]));
+    assert.deepEqual(r, { fds: [], extraFds: [5, 6] });
+    const rem = checkRequest(msg(Request.REM_MEM_REG, new Uint8Array(40), [7]));
+    assert.deepEqual(rem, { fds: [], extraFds: [7] });
+    expectError(() => checkRequest(msg(Request.REM_MEM_REG, new Uint8Array(40), [7, 8])), /at most 1/);
+  });
+
+  it('refuses a message whose extra fds were dropped by the receiver', () => {
+    const m = msg(Request.SET_VRING_KICK, encodeU64(0), [5]);
+    m.truncatedFds = true;
+    expectError(() => checkRequest(m), /too many file descriptors/);
+  });
+
+  it('config payloads: 12 + size bytes, size ≤ 256', () => {
+    assert.doesNotThrow(() => checkRequest(msg(Request.GET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(12) }))));
+    const bad = encodeConfig({ offset: 0, data: new Uint8Array(12) });
+    new DataView(bad.buffer).setUint32(4, 13, true);
+    expectError(() => checkRequest(msg(Request.GET_CONFIG, bad)), /does not match 12 \+ config size 13/);
+    expectError(() => checkRequest(msg(Request.SET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(300) }))), /exceeds 256/);
+    expectError(() => checkRequest(msg(Request.SET_CONFIG, new Uint8Array(4))), /smaller than the config header/);
+  });
+
+  it('round-trips vring addresses, memory tables and inflight descriptions', () => {
+    const a = { index: 1, flags: 1, desc: 0x1000n, used: 0x3000n, avail: 0x2000n, log: 0xffff_ffff_ffff_ffffn };
+    assert.deepEqual(decodeVringAddress(encodeVringAddress(a)), a);
+    assert.deepEqual(decodeMemTable(encodeMemTable([region, { ...region, guestAddr: 0x9000n }])), [region, { ...region, guestAddr: 0x9000n }]);
+    const d = { mmapSize: 4096n, mmapOffset: 0n, numQueues: 1, queueSize: 128 };
+    assert.equal(encodeInflight(d).length, 24);
+    assert.deepEqual(decodeInflight(encodeInflight(d)), d);
+  });
+});

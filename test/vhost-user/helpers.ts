@@ -1,0 +1,104 @@
+/**
+ * Shared pieces of the vhost-user tests: temporary socket paths, an in-process back-end with
+ * captured output, fd counting (/proc/self/fd), and waiting for a condition on the event loop.
+ */
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import type { VirtioDevice } from '../../src/device/device.js';
+import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
+
+export interface TestServer {
+  server: BackendServer;
+  socketPath: string;
+  /** Device model lines. */
+  lines: string[];
+  /** Diagnostics. */
+  warnings: string[];
+  /** Connection events. */
+  events: string[];
+  /** The devices created, one per connection. */
+  devices: VirtioDevice[];
+  close(): Promise<void>;
+}
+
+export function tempDir(): { dir: string; remove(): void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vt-vu-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A back-end serving `createDevice` (default: virtio-test) on a fresh socket, on this event loop. */
+export function startServer(
+  options: { createDevice?: () => VirtioDevice; maxQueueSize?: number; maxMemSlots?: number } = {},
+): TestServer {
+  const tmp = tempDir();
+  const socketPath = path.join(tmp.dir, 'backend.sock');
+  const lines: string[] = [];
+  const warnings: string[] = [];
+  const events: string[] = [];
+  const devices: VirtioDevice[] = [];
+  const create = options.createDevice ?? (() => new VirtioTestDevice());
+  const server = serveDevice({
+    socketPath,
+    createDevice: () => {
+      const d = create();
+      devices.push(d);
+      return d;
+    },
+    log: (l) => lines.push(l),
+    warn: (l) => warnings.push(l),
+    info: (l) => events.push(l),
+    ...(options.maxQueueSize ? { maxQueueSize: options.maxQueueSize } : {}),
+    ...(options.maxMemSlots ? { maxMemSlots: options.maxMemSlots } : {}),
+  });
+  return {
+    server,
+    socketPath,
+    lines,
+    warnings,
+    events,
+    devices,
+    async close() {
+      await server.close();
+      tmp.remove();
+    },
+  };
+}
+
+/** The open fds of this process, with what they point to (for leak checks). */
+export function openFds(): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const name of readdirSync('/proc/self/fd')) {
+    try {
+      out.set(Number(name), readlinkSync(`/proc/self/fd/${name}`));
+    } catch {
+      // the fd of the readdir itself, gone already
+    }
+  }
+  return out;
+}
+
+/** Fds open now that were not in `before` (memfds, eventfds, sockets we leaked). */
+export function leakedFds(before: Map<number, string>): string[] {
+  const leaked: string[] = [];
+  for (const [fd, target] of openFds()) {
+    if (before.get(fd) !== target && /memfd|eventfd|socket|anon_inode/.test(target)) leaked.push(`${fd} -> ${target}`);
+  }
+  return leaked;
+}
+
+/** Waits (on the event loop) until `cond()` holds; fails after `ms` with `what`. */
+export async function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Lets the event loop run pending I/O callbacks a few times. */
+export async function settle(rounds = 5): Promise<void> {
+  for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setTimeout(r, 5));
+}
