@@ -1,0 +1,167 @@
+/**
+ * Malformed front-end messages: each gets an error reply where one is due, or closes the
+ * connection when the stream cannot be trusted; the back-end never crashes, closes every fd
+ * it was sent, and serves the next front-end.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { answer, requestFor } from '../../src/devices/test/protocol.js';
+import { encodeHeader, encodeMessage } from '../../src/vhost-user/codec.js';
+import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
+import { native } from '../../src/vhost-user/native/index.js';
+import { decodeU64, encodeMemTable, encodeU64, encodeVringState } from '../../src/vhost-user/payloads.js';
+import { HeaderFlag, Request } from '../../src/vhost-user/protocol.js';
+import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { leakedFds, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
+
+const V = HeaderFlag.VERSION;
+const NR = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
+
+async function ack(fe: VhostUserFrontend, request: number, bytes: Uint8Array, fds: number[] = []): Promise<bigint> {
+  const reply = fe.nextReply(request);
+  fe.sendRaw(bytes, fds);
+  const m = await reply;
+  assert.equal(m.flags, HeaderFlag.VERSION | HeaderFlag.REPLY);
+  assert.equal(m.size, 8);
+  return decodeU64(m.payload);
+}
+
+describe('vhost-user back-end: malformed messages', () => {
+  let srv: TestServer;
+  before(() => {
+    srv = startServer();
+  });
+  after(async () => {
+    await srv.close();
+  });
+
+  async function expectServesNext(): Promise<void> {
+    await srv.server.idle();
+    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
+    try {
+      assert.deepEqual(await c.request(10), answer(requestFor(10)));
+    } finally {
+      c.close();
+      await srv.server.idle();
+    }
+  }
+
+  it('an unknown request gets an error ack and the connection goes on', async () => {
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      assert.notEqual(await ack(fe, 999, encodeMessage(999, NR, new Uint8Array(16))), 0n);
+      assert.ok(await fe.getFeatures());
+      assert.ok(srv.warnings.some((w) => /request 999 refused: request 999 is not supported/.test(w)));
+      // An unsupported known request (logging) likewise, with its fd closed.
+      const efd = native.eventfd(0, false);
+      assert.notEqual(await ack(fe, Request.SET_LOG_FD, encodeMessage(Request.SET_LOG_FD, NR), [efd]), 0n);
+      native.close(efd);
+      assert.ok(await fe.getFeatures());
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('a wrong payload size gets an error ack (and no reply without NEED_REPLY)', async () => {
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      assert.notEqual(await ack(fe, Request.SET_VRING_NUM, encodeMessage(Request.SET_VRING_NUM, NR, new Uint8Array(4))), 0n);
+      fe.sendRaw(encodeMessage(Request.SET_FEATURES, V, new Uint8Array(3)));
+      // GET_FEATURES is answered next: nothing was sent for the bad SET_FEATURES.
+      assert.ok(await fe.getFeatures());
+      assert.ok(srv.warnings.some((w) => /SET_VRING_NUM refused: SET_VRING_NUM: payload size 4, expected 8/.test(w)));
+      assert.ok(srv.warnings.some((w) => /SET_FEATURES refused: SET_FEATURES: payload size 3, expected 8/.test(w)));
+      // A request that always replies answers with an empty payload on error.
+      const reply = fe.nextReply(Request.GET_VRING_BASE);
+      fe.sendRaw(encodeMessage(Request.GET_VRING_BASE, V, encodeVringState({ index: 5, num: 0 })));
+      assert.equal((await reply).size, 0);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('too many or too few fds get an error ack, and every fd sent is closed by the back-end', async () => {
+    const before = openFds();
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      const a = native.eventfd(0, false);
+      const b = native.eventfd(0, false);
+      assert.notEqual(await ack(fe, Request.SET_VRING_KICK, encodeMessage(Request.SET_VRING_KICK, NR, encodeU64(0)), [a, b]), 0n);
+      assert.notEqual(await ack(fe, Request.SET_VRING_CALL, encodeMessage(Request.SET_VRING_CALL, NR, encodeU64(0)), []), 0n);
+      // Nine fds on SET_MEM_TABLE: more than a message may carry.
+      const nine = Array.from({ length: 9 }, () => native.memfdCreate('x', 4096));
+      const table = encodeMemTable(Array.from({ length: 8 }, (_, i) => ({ guestAddr: BigInt(i * 4096), size: 4096n, userAddr: BigInt(i * 4096), mmapOffset: 0n })));
+      const bytes = encodeMessage(Request.SET_MEM_TABLE, NR, table);
+      const reply = fe.nextReply(Request.SET_MEM_TABLE);
+      native.sendMsg(fe['channel'].fd, bytes.subarray(0, 12), nine.slice(0, 8)); // sendMsg carries at most 8
+      native.sendMsg(fe['channel'].fd, bytes.subarray(12), [nine[8]!]);
+      const r = await reply;
+      assert.notEqual(decodeU64(r.payload), 0n);
+      // Fds on a request that takes none: closed, the request is still served.
+      const c = native.eventfd(0, false);
+      assert.ok(await fe.call(Request.GET_FEATURES, undefined, [c]));
+      assert.ok(srv.warnings.some((w) => /GET_FEATURES carried 1 file descriptor/.test(w)));
+      for (const fd of [a, b, c, ...nine]) native.close(fd);
+      assert.ok(srv.warnings.some((w) => /too many file descriptors: 2, expected 1/.test(w)));
+      assert.ok(srv.warnings.some((w) => /too few file descriptors: 0, expected 1/.test(w)));
+    } finally {
+      fe.close();
+    }
+    await srv.server.idle();
+    await settle();
+    assert.deepEqual(leakedFds(before), []);
+  });
+
+  it('a wrong protocol version closes the connection; the next front-end is served', async () => {
+    let closed: string | null | undefined;
+    const fe = VhostUserFrontend.connect(srv.socketPath, { onClose: (r) => (closed = r) });
+    fe.sendRaw(encodeHeader({ request: Request.GET_FEATURES, flags: 0x2, size: 0 }));
+    await waitFor(() => fe.isClosed, 'the back-end to close the connection');
+    assert.equal(closed, null, 'the back-end closed: an orderly end of stream for the front-end');
+    assert.ok(srv.events.some((e) => /disconnected \(GET_FEATURES: version 2 in flags 0x2, expected 1\)/.test(e)));
+    fe.close();
+    await expectServesNext();
+  });
+
+  it('an absurd payload size closes the connection; the next front-end is served', async () => {
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    fe.sendRaw(encodeHeader({ request: Request.SET_MEM_TABLE, flags: V, size: 0x7fff_ffff }));
+    await waitFor(() => fe.isClosed, 'the back-end to close the connection');
+    assert.ok(srv.events.some((e) => /payload size 2147483647 exceeds the maximum/.test(e)));
+    fe.close();
+    await expectServesNext();
+  });
+
+  it('a front-end that leaves in the middle of a message is cleaned up; the next one is served', async () => {
+    const before = openFds();
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const efd = native.eventfd(0, false);
+    const m = encodeMessage(Request.SET_VRING_KICK, V, encodeU64(0));
+    fe.sendRaw(m.subarray(0, 14), [efd]);
+    await settle();
+    fe.close();
+    native.close(efd);
+    await waitFor(() => srv.events.some((e) => /in the middle of a message/.test(e)), 'the disconnect');
+    await srv.server.idle();
+    assert.deepEqual(leakedFds(before), []);
+    await expectServesNext();
+  });
+
+  it('memory that is not memory, or past the end of its file, is refused without a crash', async () => {
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      const region = { guestAddr: 0n, size: 0x10000n, userAddr: 0x1000n, mmapOffset: 0n };
+      const small = native.memfdCreate('small', 4096);
+      assert.notEqual(await ack(fe, Request.SET_MEM_TABLE, encodeMessage(Request.SET_MEM_TABLE, NR, encodeMemTable([region])), [small]), 0n);
+      const efd = native.eventfd(0, false);
+      assert.notEqual(await ack(fe, Request.SET_MEM_TABLE, encodeMessage(Request.SET_MEM_TABLE, NR, encodeMemTable([region])), [efd]), 0n);
+      native.close(small);
+      native.close(efd);
+      assert.ok(srv.warnings.some((w) => /past the end of its 4096-byte file/.test(w)));
+      assert.ok(srv.warnings.some((w) => /the fd is a eventfd, not memory/.test(w)));
+      assert.equal(srv.server.session!.mapped.count, 0);
+    } finally {
+      fe.close();
+    }
+  });
+});
