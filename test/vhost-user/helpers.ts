@@ -2,6 +2,7 @@
  * Shared pieces of the vhost-user tests: temporary socket paths, an in-process back-end with
  * captured output, fd counting (/proc/self/fd), and waiting for a condition on the event loop.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -101,4 +102,48 @@ export async function waitFor(cond: () => boolean, what: string, ms = 10_000): P
 export async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
   await new Promise((r) => setTimeout(r, 5));
+}
+
+/** A back-end running as a child process, with its output collected line by line. */
+export interface ChildBackend {
+  proc: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  /** Resolves when a stdout (or stderr) line matches. */
+  waitForLine(re: RegExp, what?: string, ms?: number): Promise<string>;
+  /** Resolves with the exit code / signal. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnNode(script: string, args: string[]): ChildBackend {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const collect = (stream: NodeJS.ReadableStream, into: string[]): void => {
+    let rest = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      rest += chunk;
+      const parts = rest.split('\n');
+      rest = parts.pop()!;
+      into.push(...parts);
+    });
+  };
+  collect(proc.stdout!, stdout);
+  collect(proc.stderr!, stderr);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    proc,
+    stdout,
+    stderr,
+    exited,
+    async waitForLine(re, what = String(re), ms = 15_000) {
+      let found: string | undefined;
+      await waitFor(() => (found = [...stdout, ...stderr].find((l) => re.test(l))) !== undefined || proc.exitCode !== null, what, ms);
+      if (found === undefined) throw new Error(`process exited (${proc.exitCode}) before printing ${what}: ${[...stdout, ...stderr].join('\n')}`);
+      return found;
+    },
+  };
 }
