@@ -1,0 +1,10 @@
+/**
+ * vhost-user: serve any VirtioDevice to a real front-end (QEMU, User-Mode Linux's
+ * virtio_uml), and a TypeScript front-end for tests and tools. See docs/vhost-user.md.
+ */
+export { serveDevice, type BackendServer, type ServeDeviceOptions } from './backend-server.js';
+export { BackendSession, OFFERED_PROTOCOL_FEATURES, type BackendSessionOptions } from './backend-session.js';
+export { VhostUserFrontend, VhostUserError, type FrontendEvents } from './frontend.js';
+export { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';
+export { VirtioTestClient, type VirtioTestClientOptions } from './virtio-test-client.js';
+export { ProtocolFeature, Request, BackendRequest, VHOST_USER_F_PROTOCOL_FEATURES } from './protocol.js';
