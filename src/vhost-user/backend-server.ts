@@ -92,15 +92,18 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
     connections++;
     const n = connections;
     info(`front-end ${n} connected`);
-    let device: VirtioDevice;
     try {
-      device = options.createDevice();
+      startSession(fd, n);
     } catch (e) {
-      warn(`vhost-user: creating the device failed: ${(e as Error).message}`);
+      warn(`vhost-user: cannot serve front-end ${n}: ${(e as Error).message}`);
+      session = null;
       closeQuietly(fd);
       watchListener();
-      return;
     }
+  };
+
+  const startSession = (fd: number, n: number): void => {
+    const device: VirtioDevice = options.createDevice();
     session = new BackendSession(fd, {
       device,
       log,

@@ -482,7 +482,12 @@ export class BackendSession {
   private kick(index: number): void {
     if (this.closed) return;
     const v = this.vrings[index]!;
-    if (v.queue !== null && this.runtime.activeQueue(index) === v.queue) this.runtime.notify(index);
+    try {
+      if (v.queue !== null && this.runtime.activeQueue(index) === v.queue) this.runtime.notify(index);
+    } catch (e) {
+      // The runtime turns device errors into NEEDS_RESET itself; anything else is our bug.
+      this.close(`internal error on a kick of vring ${index}: ${(e as Error)?.stack ?? e}`);
+    }
   }
 
   /** Translates the ring's user addresses into views of the mapped memory (§2.7 sizes). */

@@ -157,7 +157,13 @@ export class MessageChannel {
     this.payload = new Uint8Array(0);
     this.fds = [];
     this.truncatedFds = false;
-    this.handler.onMessage(m);
+    try {
+      this.handler.onMessage(m);
+    } catch (e) {
+      // A bug in a handler must not escape into the watch callback (an uncaught exception
+      // would end the process): this connection ends instead.
+      this.close(`internal error handling a message: ${(e as Error)?.stack ?? e}`);
+    }
   }
 
   private flush(): void {

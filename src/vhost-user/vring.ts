@@ -53,8 +53,9 @@ export class Vring {
   get hasKickFd(): boolean {
     return this.kickFd !== null;
   }
+  /** Started without a usable kick fd: the ring is looked at on a timer. */
   get polling(): boolean {
-    return this.started && this.kickFd === null;
+    return this.started && (this.kickFd === null || this.kickWatch === null);
   }
   get hasCallFd(): boolean {
     return this.callFd !== null;
@@ -79,8 +80,13 @@ export class Vring {
         if (!ev.readable) return;
         try {
           if (native.eventfdRead(fd) === null) return; // spurious wakeup
-        } catch {
-          // not an eventfd (e.g. a pipe): the readable event still counts as a kick
+        } catch (e) {
+          // Not an eventfd, or its writer is gone (a pipe at EOF stays readable forever):
+          // stop watching it and poll the ring instead of spinning on it.
+          this.warn(`vring ${this.index}: kick fd ${fd} is not a usable eventfd (${(e as Error).message}); the ring is polled from now on`);
+          this.kickWatch?.stop();
+          this.kickWatch = null;
+          this.setPolling(this.started);
         }
         this.onKick(this.index);
       });

@@ -147,6 +147,21 @@ describe('vhost-user back-end: malformed messages', () => {
     await expectServesNext();
   });
 
+  it('a kick fd that is not an eventfd (a hung-up socket) is replaced by polling, without spinning', async () => {
+    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
+    try {
+      const [a, b] = native.socketPair();
+      native.close(b);
+      await c.frontend.setVringKick(0, a);
+      native.close(a);
+      await waitFor(() => srv.warnings.some((w) => /is not a usable eventfd .*the ring is polled from now on/.test(w)), 'the fallback warning');
+      assert.deepEqual(await c.requestMany([5, 6]), [5, 6].map((n) => answer(requestFor(n))));
+    } finally {
+      c.close();
+      await srv.server.idle();
+    }
+  });
+
   it('memory that is not memory, or past the end of its file, is refused without a crash', async () => {
     const fe = VhostUserFrontend.connect(srv.socketPath);
     try {
