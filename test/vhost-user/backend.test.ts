@@ -15,7 +15,7 @@ import { encodeVringState } from '../../src/vhost-user/payloads.js';
 import { ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, pbit } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/vhost-user/virtio-test-client.js';
 import { FeatureBit, Status, bit, hasFeature } from '../../src/virtio/constants.js';
-import { leakedFds, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
+import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 const DRIVER_READY = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
 
@@ -280,15 +280,22 @@ describe('vhost-user back-end with the TypeScript front-end', () => {
       // One warm-up session so lazily created process-wide fds exist before counting.
       await withClient(s, {}, async (c) => void (await c.request(1)));
       const before = openFds();
+      const mappingsBefore = memfdMappings();
+      assert.deepEqual(mappingsBefore, []);
+      let mappingsDuring = 0;
       for (let i = 0; i < 3; i++) {
         await withClient(s, { inflight: true, memSlots: i === 1, kickFd: i !== 2 }, async (c) => {
           expectAnswers([i, i + 1], await c.requestMany([i, i + 1]));
           await c.reset();
           assert.deepEqual(await c.request(i + 2), answer(requestFor(i + 2)));
+          mappingsDuring = memfdMappings().length;
         });
       }
       await settle();
       assert.deepEqual(leakedFds(before), []);
+      // Both sides map both RAM regions and the inflight buffer while connected; none is left after.
+      assert.ok(mappingsDuring >= 5, `${mappingsDuring} memfd mappings while connected`);
+      assert.deepEqual(memfdMappings(), []);
     } finally {
       await s.close();
     }

@@ -3,7 +3,7 @@
  * captured output, fd counting (/proc/self/fd), and waiting for a condition on the event loop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { VirtioTestDevice } from '../../src/devices/test/device.js';
@@ -146,4 +146,11 @@ export function spawnNode(script: string, args: string[]): ChildBackend {
       return found;
     },
   };
+}
+
+/** Mappings of memfds in this process (/proc/self/maps), to check that every region was unmapped. */
+export function memfdMappings(): string[] {
+  return readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => /memfd:vhost-user/.test(l));
 }
