@@ -53,6 +53,8 @@ export class DriverQueue<T = unknown> {
   private readonly tokens: (T | undefined)[];
   private readonly chainDescs: Uint16Array;
   private readonly indirectAddr: Float64Array;
+  /** Per head: total bytes of the device-writable part (a used len may not exceed it, §2.7.8.1). */
+  private readonly writableLen: Float64Array;
   /** Our shadow of avail.idx, and its value at the last kick decision. */
   private availIdx = 0;
   private kickedAvail = 0;
@@ -75,6 +77,7 @@ export class DriverQueue<T = unknown> {
     this.tokens = new Array(this.size).fill(undefined);
     this.chainDescs = new Uint16Array(this.size);
     this.indirectAddr = new Float64Array(this.size).fill(-1);
+    this.writableLen = new Float64Array(this.size);
     this.free = this.size;
     for (let i = 0; i < this.size; i++) this.freeNext[i] = (i + 1) & this.mask;
     // §2.7.10.1: the driver initializes used.flags to 0; we own and zero the avail ring too.
@@ -111,21 +114,24 @@ export class DriverQueue<T = unknown> {
     const total = out.length + inn.length;
     if (total === 0) throw new RangeError('a buffer needs at least one element');
     let head: number;
-    if (total > 1 && this.options.indirect && this.options.allocIndirect && this.free >= 1) {
-      const table = this.options.allocIndirect(16 * total);
+    const canIndirect = total > 1 && this.options.indirect && this.options.allocIndirect !== undefined;
+    if (canIndirect && this.free >= 1) {
+      const table = this.options.allocIndirect!(16 * total);
       if (table !== null) {
         head = this.takeDescriptors(1);
         this.writeIndirect(table, out, inn);
         this.setDesc(head, table, 16 * total, DescFlags.INDIRECT, 0);
         this.indirectAddr[head] = table;
         this.chainDescs[head] = 1;
+        this.writableLen[head] = sumLen(inn);
         this.tokens[head] = token;
         this.placeInRing(head, publish);
         return true;
       }
     }
+    // Checked before "no room": such a chain can never fit, so returning false would make a caller wait forever.
+    if (total > this.size && !canIndirect) throw new RangeError(`chain of ${total} is longer than the queue size ${this.size}`);
     if (this.free < total) return false;
-    if (total > this.size) throw new RangeError(`chain of ${total} is longer than the queue size ${this.size}`);
     head = this.freeHead;
     let i = head;
     let last = head;
@@ -141,6 +147,7 @@ export class DriverQueue<T = unknown> {
     this.free -= total;
     this.chainDescs[head] = total;
     this.indirectAddr[head] = -1;
+    this.writableLen[head] = sumLen(inn);
     this.tokens[head] = token;
     this.placeInRing(head, publish);
     return true;
@@ -191,6 +198,10 @@ export class DriverQueue<T = unknown> {
     if (token === undefined) {
       this.broken = true;
       fail('USED_ID_INVALID', `device returned id ${id}, which is not a buffer in flight`, '§2.7.8');
+    }
+    if (len > this.writableLen[id]!) {
+      this.broken = true;
+      fail('USED_LEN_INVALID', `device returned len ${len} for id ${id}, which has ${this.writableLen[id]} device-writable bytes`, '§2.7.8.1');
     }
     this.release(id);
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
@@ -299,3 +310,5 @@ export class DriverQueue<T = unknown> {
     if (publish) this.publish();
   }
 }
+
+const sumLen = (list: readonly Buffer[]): number => list.reduce((n, b) => n + b.len, 0);

@@ -254,7 +254,7 @@ export const splitModel: FuzzTarget<ModelInput> = {
     size: fc.integer({ min: 0, max: 8 }).map((l) => 1 << l),
     eventIdx: fc.boolean(),
     indirect: fc.boolean(),
-    ops: fc.array(opArb, { maxLength: 120 }),
+    ops: fc.array(opArb, { maxLength: 120, size: 'max' }),
   }),
   check(input) {
     const { size, eventIdx, indirect } = input;
@@ -376,8 +376,9 @@ export const splitModel: FuzzTarget<ModelInput> = {
           const token = nextToken++;
           const out = mk(op.out, token * 7);
           const inn = mk(op.in, token * 13 + 3);
-          const viaTable = indirect && total > 1 && free >= 1 && total * 16 <= tableBlock;
-          const descs = viaTable ? 1 : total;
+          // the table allocator never fails here (≤ 8 entries, one table per descriptor at most)
+          const canIndirect = indirect && total > 1;
+          const descs = canIndirect && free >= 1 ? 1 : total;
           let r: boolean | 'throw';
           try {
             r = driver.add(out, inn, token, op.publish);
@@ -385,7 +386,7 @@ export const splitModel: FuzzTarget<ModelInput> = {
             ensure(e instanceof RangeError, `${ctx}: add threw ${e}`);
             r = 'throw';
           }
-          if (!viaTable && total > size) {
+          if (!canIndirect && total > size) {
             ensure(r === 'throw', `${ctx}: a ${total}-element buffer can never fit a ${size}-entry queue without indirect descriptors, but add() returned ${r} (a caller waiting for space would wait forever)`);
             return;
           }
@@ -447,6 +448,7 @@ export const splitModel: FuzzTarget<ModelInput> = {
         case 'devDisable':
           device.disableNotifications();
           if (!eventIdx) noNotify = true;
+          deviceAsleepAt = -1; // a device suppresses kicks only while it is running
           break;
         case 'devEnable': {
           const r = device.enableNotifications();
@@ -529,7 +531,7 @@ export const driverUsed: FuzzTarget<HostileInput> = {
     for (const a of input.adds) {
       const out = Array.from({ length: a.out }, (_, k) => ({ addr: dataAt + 16 * k, len: 16 }));
       const inn = Array.from({ length: a.in }, (_, k) => ({ addr: dataAt + 0x100 + 16 * k, len: 12 + k }));
-      if (!driver.add(out, inn, token)) break;
+      if (out.length + inn.length > size || !driver.add(out, inn, token)) break;
       inLen.set(token, inn.reduce((x, b) => x + b.len, 0));
       token++;
     }
