@@ -23,7 +23,7 @@
  */
 import type { VirtioDevice } from '../device/device.js';
 import { DeviceRuntime, type DeviceHost } from '../device/runtime.js';
-import { Status, TRANSPORT_FEATURES, bit, hasFeature, statusNames } from '../virtio/constants.js';
+import { Status, bit, hasFeature, statusNames } from '../virtio/constants.js';
 import { fail, isVirtioError } from '../virtio/errors.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { ringViewsFromBytes, type RingViews } from '../virtio/ring-views.js';
@@ -345,12 +345,11 @@ export class BackendSession {
 
   private setStatus(value: bigint): void {
     if (value > 0xffn) throw new ProtocolError(`status 0x${value.toString(16)} does not fit in a byte`);
-    const before = this.runtime.status;
+    // Status 0 is a device reset (§2.1, §3.1.1): the runtime forgets features and queues; the
+    // rings keep their vhost-user state (GET_VRING_BASE still reports where they stood) and run
+    // again after the next DRIVER_OK.
     if (Number(value) === 0) this.stopAll();
     this.runtime.writeStatus(Number(value));
-    if (this.runtime.status === 0 && before !== 0) {
-      // §2.1 / §3.1.1: a device reset. Rings keep their vhost-user state; they rerun at DRIVER_OK.
-    }
     this.syncAll();
   }
 
@@ -670,5 +669,3 @@ export function describeRequest(m: RawMessage): string {
   return `${requestName(m.request)} flags=0x${m.flags.toString(16)} size=${m.size} fds=${m.fds.length}${m.size ? ` payload=${words}${m.size > 48 ? ' ...' : ''}` : ''}`;
 }
 
-/** The transport features every vhost-user device offers on top of its own (for documentation and tests). */
-export const VHOST_USER_TRANSPORT_FEATURES = TRANSPORT_FEATURES | bit(VHOST_USER_F_PROTOCOL_FEATURES);
