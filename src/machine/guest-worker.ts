@@ -11,6 +11,7 @@ import { GuestBus } from './bus.js';
 import { EmbeddedKernel } from './guest-kernel.js';
 import type { MachineMessage, MachineWorkerData } from './layout.js';
 import { MmioDriverTransport } from './mmio-driver-transport.js';
+import { stressProgram, type MachineControl } from './programs/stress.js';
 import { virtioProgram } from './programs/virtio.js';
 
 const data = workerData as MachineWorkerData;
@@ -29,8 +30,17 @@ async function boot(): Promise<number> {
   const transport = new MmioDriverTransport(bus);
   kernel.printk(`virtio-mmio: device ${transport.deviceId} found`, 'debug');
   const driver = new VirtioTestDriver({ deviceIds: [data.driverDeviceId] });
+  let control: MachineControl | undefined;
   if (driver.deviceIds.includes(transport.deviceId)) {
     const dev = new VirtioDriverDevice(transport, kernel);
+    // unbind + bind, as through sysfs: reset with buffers in flight, then re-negotiation
+    control = {
+      async rebind() {
+        driver.remove(dev);
+        dev.deleteQueues();
+        await dev.bind(driver);
+      },
+    };
     kernel.printk(`>>>>>> virttest_probe function is called <<<<<<`, 'debug');
     try {
       await dev.bind(driver);
@@ -39,6 +49,8 @@ async function boot(): Promise<number> {
       kernel.printk(`virtio_test: probe failed: ${(e as Error).message}`);
     }
   }
+  // the program is picked by argv[0], as a shell would
+  if (data.argv[0] === 'stress') return stressProgram(kernel, data.argv, control);
   return virtioProgram(kernel, data.argv);
 }
 
