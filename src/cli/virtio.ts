@@ -13,6 +13,9 @@ import { RANGE_ERROR, USAGE_LINES, parseByte } from '../machine/programs/virtio.
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import { isPowerOfTwo } from '../virtio/split-ring.js';
 
+/** virtio_uml (Linux 6.1) always sets up 256-entry rings. */
+const UML_QUEUE_SIZE = 256;
+
 const HELP = `Usage: virtio [options] N
 
 Runs the guest program \`virtio N\`: it writes the byte N (0..255) to /dev/virtio_misc; the
@@ -23,7 +26,8 @@ Options:
   --count K           send K requests with values N, N+1, ... (mod 256), all verified (default 1)
   --device-id ID      virtio device ID of the device and the driver's id_table (default 45;
                       note: virtio 1.4 assigns ID 45 to virtio-spi, the seed predates that)
-  --queue-size Q      the device's maximum queue size, a power of two ≤ 32768 (default 128)
+  --queue-size Q      the device's maximum queue size, a power of two ≤ 32768 (default 128;
+                      256 with --machine uml, since virtio_uml always asks for 256-entry rings)
   --machine M         embedded (default): guest and device threads in this process, no VM, no root
                       uml: a real Linux 6.1 guest (User-Mode Linux) and this device over vhost-user
   --verbose           also print the guest's boot messages
@@ -79,9 +83,15 @@ async function main(): Promise<void> {
 
   const count = intOption('count', values.count, 1, (k) => Number.isSafeInteger(k) && k >= 1 && k <= 10_000_000, 'an integer from 1 to 10000000');
   const deviceId = intOption('device-id', values['device-id'], VIRTIO_ID_TEST, (k) => Number.isInteger(k) && k >= 1 && k <= 0xffff, 'an integer from 1 to 65535');
-  const queueSize = intOption('queue-size', values['queue-size'], DEFAULT_QUEUE_SIZE, (k) => isPowerOfTwo(k) && k <= MAX_QUEUE_SIZE, 'a power of two from 1 to 32768');
   const machine = values.machine ?? 'embedded';
   if (machine !== 'embedded' && machine !== 'uml') optionError(`--machine must be 'embedded' or 'uml', got '${machine}'`);
+  const queueSize = intOption(
+    'queue-size',
+    values['queue-size'],
+    machine === 'uml' ? UML_QUEUE_SIZE : DEFAULT_QUEUE_SIZE,
+    (k) => isPowerOfTwo(k) && k <= MAX_QUEUE_SIZE,
+    'a power of two from 1 to 32768',
+  );
   if (deviceId === VIRTIO_ID_TEST) {
     process.stderr.write('virtio: note: device ID 45 is the seed\'s virtio-test; virtio 1.4 assigns 45 to virtio-spi (see --device-id)\n');
   }

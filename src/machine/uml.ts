@@ -49,6 +49,12 @@ export interface UmlRunResult {
   timedOut: boolean;
   /** signal that ended the UML process, if any (SIGKILL after a timeout). */
   signal: NodeJS.Signals | null;
+  /**
+   * UML's own exit status. /init hands the command's status to UML (via /proc/exitcode), so this
+   * equals exitCode after a clean run, and still carries it when the console died (a virtio_uml
+   * probe failure can take the console's interrupt with it, so no VT_EXIT line arrives).
+   */
+  processExitCode: number | null;
 }
 
 const READY = 'VT_READY';
@@ -266,13 +272,13 @@ export function runUml(opts: UmlRunOptions): Promise<UmlRunResult> {
       cleanup();
       reject(new Error(`runUml: cannot start ${opts.guest.kernel}: ${e.message}`));
     });
-    child.on('close', (_code, signal) => {
+    child.on('close', (code, signal) => {
       if (settled) return;
       settled = true;
       out.end();
       err.end();
       cleanup();
-      resolve({ exitCode, lines, bootLines, timedOut, signal });
+      resolve({ exitCode, lines, bootLines, timedOut, signal, processExitCode: code });
     });
   });
 }
