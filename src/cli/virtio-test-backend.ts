@@ -14,7 +14,7 @@ import { VirtioTestDevice } from '../devices/test/device.js';
 import { VIRTIO_ID_TEST } from '../devices/test/protocol.js';
 import { serveDevice, type BackendServer } from '../vhost-user/backend-server.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
-import { isPowerOfTwo } from '../virtio/split-ring.js';
+import { DEVICE_ID_RULE, QUEUE_SIZE_RULE, isDeviceId, isQueueSize, optionParser, type OptionParser } from './options.js';
 
 const NAME = 'virtio-test-backend';
 /** virtio_uml always asks for 256-entry rings (MAX_SUPPORTED_QUEUE_SIZE in linux 6.1), and vhost-user cannot advertise a smaller maximum. */
@@ -43,17 +43,7 @@ function fatal(message: string): never {
   process.exit(1);
 }
 
-function optionError(message: string): never {
-  process.stderr.write(`${NAME}: ${message}\nTry '${NAME} --help'.\n`);
-  process.exit(2);
-}
-
-function intOption(name: string, text: string | undefined, fallback: number, check: (n: number) => boolean, rule: string): number {
-  if (text === undefined) return fallback;
-  const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!check(n)) optionError(`--${name} must be ${rule}, got '${text}'`);
-  return n;
-}
+const options: OptionParser = optionParser(NAME);
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -74,7 +64,7 @@ function main(): void {
       },
     });
   } catch (e) {
-    optionError((e as Error).message);
+    options.optionError((e as Error).message);
   }
   const { values } = parsed;
   if (values.help) {
@@ -82,11 +72,11 @@ function main(): void {
     return;
   }
   const socketPath = values.socket;
-  if (socketPath === undefined || socketPath === '') optionError('--socket PATH is required');
-  if (Buffer.byteLength(socketPath) > 107) optionError(`--socket path is too long for a Unix socket (${Buffer.byteLength(socketPath)} bytes, at most 107)`);
-  const deviceId = intOption('device-id', values['device-id'], VIRTIO_ID_TEST, (n) => Number.isInteger(n) && n >= 1 && n <= 0xffff, 'an integer from 1 to 65535');
-  const queueSize = intOption('queue-size', values['queue-size'], DEFAULT_QUEUE_SIZE, (n) => isPowerOfTwo(n) && n <= MAX_QUEUE_SIZE, `a power of two ≤ ${MAX_QUEUE_SIZE}`);
-  const readyFd = intOption('ready-fd', values['ready-fd'], -1, (n) => Number.isInteger(n) && n >= 3, 'a file descriptor number ≥ 3');
+  if (socketPath === undefined || socketPath === '') options.optionError('--socket PATH is required');
+  if (Buffer.byteLength(socketPath) > 107) options.optionError(`--socket path is too long for a Unix socket (${Buffer.byteLength(socketPath)} bytes, at most 107)`);
+  const deviceId = options.intOption('device-id', values['device-id'], VIRTIO_ID_TEST, isDeviceId, DEVICE_ID_RULE);
+  const queueSize = options.intOption('queue-size', values['queue-size'], DEFAULT_QUEUE_SIZE, isQueueSize, QUEUE_SIZE_RULE);
+  const readyFd = options.intOption('ready-fd', values['ready-fd'], -1, (n) => Number.isInteger(n) && n >= 3, 'a file descriptor number ≥ 3');
   const quiet = values.quiet ?? false;
 
   let server: BackendServer;

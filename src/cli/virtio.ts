@@ -11,7 +11,7 @@ import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/test/protocol.js'
 import { runMachine } from '../machine/machine.js';
 import { RANGE_ERROR, USAGE_LINES, parseByte } from '../machine/programs/virtio.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
-import { isPowerOfTwo } from '../virtio/split-ring.js';
+import { DEVICE_ID_RULE, QUEUE_SIZE_RULE, isDeviceId, isQueueSize, optionParser, type OptionParser } from './options.js';
 
 /** virtio_uml (Linux 6.1) always sets up 256-entry rings. */
 const UML_QUEUE_SIZE = 256;
@@ -40,17 +40,7 @@ function usageError(lines: string[]): never {
   process.exit(2);
 }
 
-function optionError(message: string): never {
-  process.stderr.write(`virtio: ${message}\nTry 'virtio --help'.\n`);
-  process.exit(2);
-}
-
-function intOption(name: string, text: string | undefined, fallback: number, check: (n: number) => boolean, rule: string): number {
-  if (text === undefined) return fallback;
-  const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!check(n)) optionError(`--${name} must be ${rule}, got '${text}'`);
-  return n;
-}
+const options: OptionParser = optionParser('virtio');
 
 async function main(): Promise<void> {
   // A negative number is a value out of range, not an option.
@@ -69,7 +59,7 @@ async function main(): Promise<void> {
       },
     });
   } catch (e) {
-    optionError((e as Error).message);
+    options.optionError((e as Error).message);
   }
   const { values, positionals } = parsed;
   if (values.help) {
@@ -81,16 +71,16 @@ async function main(): Promise<void> {
   const n = parseByte(positionals[0]!);
   if (n === null) usageError([RANGE_ERROR]);
 
-  const count = intOption('count', values.count, 1, (k) => Number.isSafeInteger(k) && k >= 1 && k <= 10_000_000, 'an integer from 1 to 10000000');
-  const deviceId = intOption('device-id', values['device-id'], VIRTIO_ID_TEST, (k) => Number.isInteger(k) && k >= 1 && k <= 0xffff, 'an integer from 1 to 65535');
+  const count = options.intOption('count', values.count, 1, (k) => Number.isSafeInteger(k) && k >= 1 && k <= 10_000_000, 'an integer from 1 to 10000000');
+  const deviceId = options.intOption('device-id', values['device-id'], VIRTIO_ID_TEST, isDeviceId, DEVICE_ID_RULE);
   const machine = values.machine ?? 'embedded';
-  if (machine !== 'embedded' && machine !== 'uml') optionError(`--machine must be 'embedded' or 'uml', got '${machine}'`);
-  const queueSize = intOption(
+  if (machine !== 'embedded' && machine !== 'uml') options.optionError(`--machine must be 'embedded' or 'uml', got '${machine}'`);
+  const queueSize = options.intOption(
     'queue-size',
     values['queue-size'],
     machine === 'uml' ? UML_QUEUE_SIZE : DEFAULT_QUEUE_SIZE,
-    (k) => isPowerOfTwo(k) && k <= MAX_QUEUE_SIZE,
-    'a power of two from 1 to 32768',
+    isQueueSize,
+    QUEUE_SIZE_RULE,
   );
   if (deviceId === VIRTIO_ID_TEST) {
     process.stderr.write('virtio: note: device ID 45 is the seed\'s virtio-test; virtio 1.4 assigns 45 to virtio-spi (see --device-id)\n');

@@ -30,7 +30,7 @@ describe('virtio-test-backend CLI', () => {
 
   for (const [args, message] of [
     [[], /--socket PATH is required/],
-    [['--socket', '/tmp/x.sock', '--queue-size', '100'], /--queue-size must be a power of two ≤ 32768, got '100'/],
+    [['--socket', '/tmp/x.sock', '--queue-size', '100'], /--queue-size must be a power of two from 1 to 32768, got '100'/],
     [['--socket', '/tmp/x.sock', '--device-id', 'abc'], /--device-id must be an integer from 1 to 65535, got 'abc'/],
     [['--socket', '/tmp/x.sock', '--bogus'], /Unknown option '--bogus'/],
     [['--socket', `/tmp/${'x'.repeat(120)}.sock`], /too long for a Unix socket/],
