@@ -72,6 +72,24 @@ export const OFFERED_PROTOCOL_FEATURES =
   pbit(ProtocolFeature.STATUS) |
   pbit(ProtocolFeature.INFLIGHT_SHMFD);
 
+/**
+ * Requests a front-end may send before SET_OWNER: queries, and what QEMU's
+ * vhost_user_backend_init sends before vhost_dev_init's SET_OWNER (protocol features, the
+ * back-end channel). Everything that configures memory, rings or the device needs an owner
+ * ([vhost-user "VHOST_USER_SET_OWNER"]: "marks the sender as the front-end that owns the session").
+ */
+const BEFORE_OWNER: ReadonlySet<number> = new Set([
+  Request.GET_FEATURES,
+  Request.GET_PROTOCOL_FEATURES,
+  Request.SET_PROTOCOL_FEATURES,
+  Request.SET_OWNER,
+  Request.GET_QUEUE_NUM,
+  Request.GET_MAX_MEM_SLOTS,
+  Request.SET_BACKEND_REQ_FD,
+  Request.GET_CONFIG,
+  Request.GET_STATUS,
+]);
+
 /** GET_MAX_MEM_SLOTS default. */
 export const DEFAULT_MAX_MEM_SLOTS = 32;
 
@@ -220,6 +238,7 @@ export class BackendSession {
 
   private handle(m: RawMessage, fds: Fds): Reply | void {
     const p = m.payload;
+    if (!this.owned && !BEFORE_OWNER.has(m.request)) throw new ProtocolError('sent before SET_OWNER');
     switch (m.request) {
       case Request.GET_FEATURES:
         return { payload: encodeU64(this.offeredFeatures) };
@@ -329,6 +348,7 @@ export class BackendSession {
     if (rt.status !== 0) {
       this.stopAll();
       rt.reset();
+      this.forgetInFlight();
     }
     rt.writeStatus(Status.ACKNOWLEDGE);
     rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER);
@@ -348,7 +368,10 @@ export class BackendSession {
     // Status 0 is a device reset (§2.1, §3.1.1): the runtime forgets features and queues; the
     // rings keep their vhost-user state (GET_VRING_BASE still reports where they stood) and run
     // again after the next DRIVER_OK.
-    if (Number(value) === 0) this.stopAll();
+    if (Number(value) === 0) {
+      this.stopAll();
+      this.forgetInFlight();
+    }
     this.runtime.writeStatus(Number(value));
     this.syncAll();
   }
@@ -361,6 +384,17 @@ export class BackendSession {
     this.inflight = null;
     this.ackedFeatures = null;
     this.runtime.reset();
+    this.device.forget();
+  }
+
+  /**
+   * After a device reset nothing is in flight: the driver took its buffers back (§2.1, §3.1.1).
+   * Forget the chains the model still holds and clear the inflight buffer, which a front-end
+   * may hand back unchanged: resubmitting its old heads into the new rings would be garbage.
+   */
+  private forgetInFlight(): void {
+    this.device.forget();
+    this.inflight?.clearAll();
   }
 
   /** The device changed its config space: BACKEND_CONFIG_CHANGE_MSG if negotiated. */
@@ -406,6 +440,7 @@ export class BackendSession {
       throw new ProtocolError(`vring ${index}: size ${num} is not a power of two in 1..${max}`);
     }
     this.stopRing(index);
+    if (v.size !== num) this.device.forget(index);
     v.size = num;
     this.sync(index);
   }
@@ -431,6 +466,8 @@ export class BackendSession {
       }
     }
     this.stopRing(a.index);
+    const old = v.addresses;
+    if (old && (old.desc !== desc || old.avail !== avail || old.used !== used)) this.device.forget(a.index);
     v.addresses = addresses;
     this.sync(a.index);
   }
@@ -440,6 +477,9 @@ export class BackendSession {
     // [vhost-user "A vring descriptor index for split virtqueues"]: bits 16-31 are reserved.
     if (num > 0xffff) throw new ProtocolError(`vring ${index}: base ${num} does not fit in 16 bits (packed rings are not supported)`);
     this.stopRing(index);
+    // A base other than where the ring stood: the front-end set up a new ring, so chains
+    // still held from the old one are not resubmitted.
+    if (v.base !== num) this.device.forget(index);
     v.base = num;
     this.sync(index);
   }
@@ -559,10 +599,15 @@ export class BackendSession {
         region.initialise(v.size, usedIdx);
       }
       this.device.track(index, { region, usedIdx: () => Atomics.load(rings.used16, 1) });
+      this.device.takePending(index); // the region knows them (and those before the restart of the back-end)
+    } else {
+      // Chains the model still held when the ring stopped: the runtime dropped their
+      // completions, so they are handed to the device again, oldest first.
+      resubmit = this.device.takePending(index);
     }
     v.queue = this.runtime.startQueue(index, rings, { nextAvail: base });
     if (resubmit.length > 0) {
-      this.options.warn(`vring ${index}: resubmitting ${resubmit.length} request(s) in flight before the back-end restarted`);
+      this.options.warn(`vring ${index}: resubmitting ${resubmit.length} request(s) in flight before the ring ${region ? 'or the back-end ' : ''}restarted`);
       this.runtime.resubmit(index, resubmit);
     }
     // Buffers may have been made available while the ring was stopped or disabled.
@@ -577,6 +622,7 @@ export class BackendSession {
     v.base = v.queue.nextAvail;
     if (this.runtime.activeQueue(index) === v.queue) this.runtime.stopQueue(index);
     v.queue = null;
+    this.device.stopped(index);
     this.device.track(index, null);
   }
 

@@ -176,6 +176,13 @@ export class InflightBuffer {
     return new InflightQueue(new Uint8Array(this.mapping, this.lead + index * this.regionSize, this.regionSize));
   }
 
+  /** Marks every queue's region uninitialised (nothing in flight): after a device reset. */
+  clearAll(): void {
+    for (let i = 0; i < this.numQueues; i++) {
+      new DataView(this.mapping, this.lead + i * this.regionSize, 16).setUint16(8, 0, true);
+    }
+  }
+
   unmap(): void {
     try {
       native.munmap(this.mapping);

@@ -165,6 +165,7 @@ describe('vhost-user back-end: malformed messages', () => {
   it('memory that is not memory, or past the end of its file, is refused without a crash', async () => {
     const fe = VhostUserFrontend.connect(srv.socketPath);
     try {
+      assert.equal(await ack(fe, Request.SET_OWNER, encodeMessage(Request.SET_OWNER, NR)), 0n);
       const region = { guestAddr: 0n, size: 0x10000n, userAddr: 0x1000n, mmapOffset: 0n };
       const small = native.memfdCreate('small', 4096);
       assert.notEqual(await ack(fe, Request.SET_MEM_TABLE, encodeMessage(Request.SET_MEM_TABLE, NR, encodeMemTable([region])), [small]), 0n);
