@@ -1,4 +1,5 @@
-// Long fuzz runs of the ring targets (test/fuzz/targets.ts, compiled to dist/).
+// Long fuzz runs of the ring targets (test/fuzz/targets.ts) and the vhost-user targets
+// (test/vhost-user/fuzz-targets.ts), compiled to dist/.
 //
 //   node scripts/fuzz.mjs [--seconds N] [--target name] [--seed S]
 //
@@ -39,8 +40,10 @@ if (!existsSync(path.join(dist, 'targets.js'))) {
   process.exit(2);
 }
 const { default: fc } = await import('fast-check');
-const { targets } = await import(pathToFileURL(path.join(dist, 'targets.js')).href);
+const { targets: ringTargets } = await import(pathToFileURL(path.join(dist, 'targets.js')).href);
+const { vhostUserTargets } = await import(pathToFileURL(path.resolve('dist', 'test', 'vhost-user', 'fuzz-targets.js')).href);
 const { writeCorpus } = await import(pathToFileURL(path.join(dist, 'corpus.js')).href);
+const targets = [...ringTargets, ...vhostUserTargets];
 
 const chosen = only ? targets.filter((t) => t.name === only) : targets;
 if (chosen.length === 0) {

@@ -1,16 +1,64 @@
 /**
- * Property: whatever a front-end sends — any request code, flags, payload and fds — the
- * back-end neither crashes nor leaks an fd or a mapping, and the next front-end is served.
+ * Fuzzing of the vhost-user message parser and the back-end's state machine (see
+ * docs/reliability.md). First every stored counterexample under test/corpus/<target>/ is
+ * replayed, then the targets of fuzz-targets.ts run for a time budget with a random seed
+ * (printed; a failure prints seed, path and counterexample), then a short asynchronous
+ * property over a real socket and server: whatever a front-end sends — any request code,
+ * flags, payload and fds — the back-end neither crashes nor leaks an fd or a mapping, and the
+ * next front-end is served.
+ *
+ *   FUZZ_SEED=1234 npm test -- vhost-user/fuzz          fixed seed
+ *   VU_FUZZ_BUDGET_MS=30000 npm test -- vhost-user/fuzz  budget over both targets (default 14 s)
+ * Long runs: node scripts/fuzz.mjs --seconds N --target vhost-user-session
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, test } from 'node:test';
 import fc from 'fast-check';
+import { readCorpus } from '../fuzz/corpus.js';
+import { vhostUserTargets } from './fuzz-targets.js';
 import { answer, requestFor } from '../../src/devices/test/protocol.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import { MessageChannel } from '../../src/vhost-user/message-channel.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer } from './helpers.js';
+
+const budgetMs = Number(process.env.VU_FUZZ_BUDGET_MS ?? 14_000);
+const fixedSeed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
+
+for (const target of vhostUserTargets) {
+  test(`corpus replay: ${target.name}`, () => {
+    for (const { file, entry } of readCorpus(target.name)) {
+      assert.doesNotThrow(() => target.check(entry.input), `regression input ${file} (${entry.note})`);
+    }
+  });
+}
+
+for (const target of vhostUserTargets) {
+  test(`fuzz ${target.name}: ${target.description}`, (t) => {
+    const seed = fixedSeed ?? (Math.random() * 2 ** 31) | 0;
+    const limit = Math.floor(budgetMs / vhostUserTargets.length);
+    t.diagnostic(`seed ${seed}, ${limit} ms (replay with FUZZ_SEED=${seed})`);
+    const started = performance.now();
+    const details = fc.check(
+      fc.property(target.arbitrary, (input) => {
+        target.check(input);
+      }),
+      { seed, numRuns: 1_000_000_000, interruptAfterTimeLimit: limit, markInterruptAsFailure: false },
+    );
+    const secs = (performance.now() - started) / 1000;
+    t.diagnostic(`${details.numRuns} executions (${Math.round(details.numRuns / secs)} exec/s)`);
+    if (details.failed) {
+      const input = JSON.stringify(details.counterexample?.[0]);
+      assert.fail(
+        `${target.name} failed with seed ${seed} (path ${details.counterexamplePath}): ${(details.errorInstance as Error)?.message}\n` +
+          `counterexample: ${input.length > 4000 ? `${input.slice(0, 4000)}…` : input}\n` +
+          `store it with: node scripts/fuzz.mjs --target ${target.name} --seed ${seed} --seconds 5`,
+      );
+    }
+    assert.ok(details.numRuns > 0, 'no executions within the budget');
+  });
+}
 
 interface FuzzMessage {
   request: number;
