@@ -583,7 +583,12 @@ export class BackendSession {
     }
     let base = v.base;
     let resubmit: number[] = [];
-    const region = this.inflight?.queue(index) ?? null;
+    let region = this.inflight?.queue(index) ?? null;
+    if (region !== null && region.capacity < v.size) {
+      // SET_INFLIGHT_FD described smaller queues: tracking this ring would write past its region.
+      this.options.warn(`vring ${index}: the inflight buffer holds ${region.capacity} descriptors per queue, the ring has ${v.size}: not tracked`);
+      region = null;
+    }
     if (region !== null) {
       const usedIdx = Atomics.load(rings.used16, 1);
       if (region.version === 1 && region.descNum === v.size) {

@@ -51,9 +51,15 @@ export class InflightQueue {
   private readonly view: DataView;
   /** The next counter value to give a head taken from the available ring. */
   private counter = 1n;
+  /**
+   * How many DescStateSplit entries fit in this region. `desc_num` lives in memory the
+   * front-end can write at any time, so every walk is bounded by this instead.
+   */
+  readonly capacity: number;
 
   constructor(bytes: Uint8Array) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.capacity = Math.max(0, Math.floor((bytes.byteLength - HEADER) / DESC_STATE));
   }
 
   get version(): number {
@@ -75,6 +81,7 @@ export class InflightQueue {
 
   /** A fresh region for a ring of `size` whose used.idx is `usedIdx`: nothing in flight. */
   initialise(size: number, usedIdx: number): void {
+    if (size > this.capacity) throw new RangeError(`inflight region holds ${this.capacity} descriptors, not ${size}`);
     new Uint8Array(this.view.buffer, this.view.byteOffset, HEADER + DESC_STATE * size).fill(0);
     this.view.setBigUint64(0, 0n, true);
     this.view.setUint16(10, size, true);
@@ -109,7 +116,7 @@ export class InflightQueue {
     const used = this.usedIdx;
     if (used === (ringUsedIdx & 0xffff)) return;
     const batch = (ringUsedIdx - used) & 0xffff;
-    const n = this.descNum;
+    const n = Math.min(this.descNum, this.capacity);
     let head = this.lastBatchHead;
     for (let k = 0; k < batch && k < n && head < n; k++) {
       const at = HEADER + DESC_STATE * head;
@@ -126,7 +133,7 @@ export class InflightQueue {
   recover(ringUsedIdx: number): number[] {
     this.settle(ringUsedIdx);
     const found: { head: number; counter: bigint }[] = [];
-    for (let head = 0; head < this.descNum; head++) {
+    for (let head = 0; head < Math.min(this.descNum, this.capacity); head++) {
       const at = HEADER + DESC_STATE * head;
       if (this.view.getUint8(at) !== 0) found.push({ head, counter: this.view.getBigUint64(at + 8, true) });
     }
