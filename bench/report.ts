@@ -1,0 +1,94 @@
+/**
+ * What every benchmark section returns, and the one table `bench/run.ts` prints.
+ *
+ * A section is a module exporting `run(opts): Promise<Row[]>`; run.ts calls the sections it
+ * knows in order and prints all rows together. Other sections (vhost-user backend, UML end
+ * to end, memory/start-up) add a module and one line to run.ts's list.
+ */
+
+export interface Row {
+  /** Section name: 'ring', 'notify', ... */
+  section: string;
+  /** What was measured, e.g. 'ours: per-buffer (polling)'. */
+  name: string;
+  unit: string;
+  /** One value per round (higher is better unless `lowerIsBetter`). */
+  samples: number[];
+  lowerIsBetter?: boolean;
+  /** The reference this row is compared with: its name and its samples (medians are compared). */
+  ref?: { name: string; samples: number[] };
+  /**
+   * Per-round ratios against the reference run next to it in the same round. When present, the
+   * ratio is their median: on a shared VM the cross-core latency drifts by 2–4× over minutes,
+   * and pairing neighbours cancels most of that drift.
+   */
+  paired?: number[];
+  /** The ratio this row should reach against `ref` (e.g. 1.0, 2.5). */
+  target?: number;
+  note?: string;
+}
+
+export interface SectionOptions {
+  /** Rounds to alternate (each round runs every configuration once). */
+  rounds: number;
+  /** Shorter runs (for a smoke test). */
+  quick: boolean;
+  log: (line: string) => void;
+}
+
+export interface Section {
+  name: string;
+  run(opts: SectionOptions): Promise<Row[]>;
+}
+
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export const ratio = (row: Row): number | undefined => {
+  if (!row.ref) return undefined;
+  if (row.paired && row.paired.length) return median(row.paired);
+  const a = median(row.samples);
+  const b = median(row.ref.samples);
+  return row.lowerIsBetter ? b / a : a / b;
+};
+
+/** 12345678 → '12.35 M'. */
+export function si(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  if (a >= 1e9) return `${(x / 1e9).toFixed(2)} G`;
+  if (a >= 1e6) return `${(x / 1e6).toFixed(2)} M`;
+  if (a >= 1e3) return `${(x / 1e3).toFixed(1)} k`;
+  return x.toFixed(a >= 100 ? 0 : 2);
+}
+
+/** The table as Markdown (so it pastes into docs/performance.md as is). */
+export function formatTable(rows: readonly Row[]): string {
+  const head = ['section', 'measure', 'median', 'min–max', 'unit', 'vs', 'ratio', 'target', 'note'];
+  const body = rows.map((r) => {
+    const q = ratio(r);
+    const met = q === undefined || r.target === undefined ? '' : q >= r.target ? ' ✓' : ' ✗';
+    return [
+      r.section,
+      r.name,
+      si(median(r.samples)),
+      `${si(Math.min(...r.samples))} – ${si(Math.max(...r.samples))}`,
+      r.unit,
+      r.ref ? r.ref.name : '',
+      q === undefined
+        ? ''
+        : `${q.toFixed(2)}×` +
+          (r.paired && r.paired.length > 1
+            ? ` (${Math.min(...r.paired).toFixed(2)}–${Math.max(...r.paired).toFixed(2)})`
+            : ''),
+      r.target === undefined ? '' : `≥ ${r.target}×${met}`,
+      r.note ?? '',
+    ];
+  });
+  const lines = [head, head.map(() => '---'), ...body].map((c) => `| ${c.join(' | ')} |`);
+  return lines.join('\n');
+}

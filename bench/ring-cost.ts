@@ -1,0 +1,86 @@
+/**
+ * Section "ring-cost": what one buffer costs each half of the product's queue, on one thread
+ * (no cross-core traffic, so it is far steadier on a shared VM than the two-thread figures and
+ * shows where the time goes). Batched as in ring.ts: driver add × 64 + publish, device
+ * pop + addUsed × 64 + publishUsed, driver getUsed until empty; ns per buffer, best of 8.
+ *
+ *   node dist/bench/ring-cost.js
+ */
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { DeviceQueue } from '../src/virtio/device-queue.js';
+import { DriverQueue, type Buffer } from '../src/virtio/driver-queue.js';
+import { GuestMemory } from '../src/virtio/memory.js';
+import { ringViewsFromGuest } from '../src/virtio/ring-views.js';
+import { packedLayout } from '../src/virtio/split-ring.js';
+import { formatTable, type Row, type SectionOptions } from './report.js';
+import { pinSelf } from './pin.js';
+
+const PARTS = ['driver add', 'device pop + addUsed', 'driver getUsed'] as const;
+
+function measure(buffers: number, trials: number): { best: number[]; all: number[][] } {
+  const mem = new SharedArrayBuffer(1 << 16);
+  const memory = new GuestMemory([{ guestAddr: 0x1000, size: mem.byteLength, buffer: mem }]);
+  const layout = packedLayout(0x1000, 256);
+  const drv = new DriverQueue<number>(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
+  const dev = new DeviceQueue(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
+  drv.disableCallbacks();
+  const out: Buffer[] = [{ addr: 0x8000, len: 8 }];
+  const none: Buffer[] = [];
+  const t = [0, 0, 0];
+  const now = process.hrtime.bigint;
+  const run = (n: number) => {
+    for (let i = 0; i < n; i += 64) {
+      const a = now();
+      for (let k = 0; k < 64; k++) drv.add(out, none, 1, false);
+      drv.publish();
+      const b = now();
+      for (let k = 0; k < 64; k++) dev.addUsed(dev.pop()!.head, 0);
+      dev.publishUsed();
+      const c = now();
+      while (drv.getUsed() !== null);
+      const d = now();
+      t[0] += Number(b - a);
+      t[1] += Number(c - b);
+      t[2] += Number(d - c);
+    }
+  };
+  run(buffers / 5); // warm-up: optimized code before timing
+  const all: number[][] = [[], [], []];
+  for (let r = 0; r < trials; r++) {
+    t.fill(0);
+    run(buffers);
+    t.forEach((x, k) => all[k]!.push(x / buffers));
+  }
+  return { best: all.map((xs) => Math.min(...xs)), all };
+}
+
+export async function run(opts: SectionOptions): Promise<Row[]> {
+  const buffers = opts.quick ? 200_000 : 1_000_000;
+  const file = fileURLToPath(import.meta.url);
+  // In a worker pinned to CPU 0, like the driver thread of ring.ts.
+  const all = await new Promise<number[][]>((resolve, reject) => {
+    const w = new Worker(file, { workerData: { kind: 'ring-cost', buffers, trials: 8 } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  opts.log(`ring-cost: ${PARTS.map((p, k) => `${p} ${Math.min(...all[k]!).toFixed(1)} ns`).join(', ')}`);
+  return PARTS.map((name, k) => ({
+    section: 'ring-cost',
+    name: `ours, one thread: ${name}`,
+    unit: 'ns/buffer',
+    samples: all[k]!,
+    lowerIsBetter: true,
+    note: `best ${Math.min(...all[k]!).toFixed(1)} ns; batched 64, 1 descriptor; 8 × ${buffers / 1e6} M buffers`,
+  }));
+}
+
+export const section = { name: 'ring-cost', run };
+
+if (!isMainThread && (workerData as { kind?: string } | undefined)?.kind === 'ring-cost') {
+  const d = workerData as { buffers: number; trials: number };
+  pinSelf(0);
+  parentPort!.postMessage(measure(d.buffers, d.trials).all);
+} else if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
+  console.log(formatTable(await run({ rounds: 1, quick: process.argv.includes('--quick'), log: (s) => console.error(s) })));
+}

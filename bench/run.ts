@@ -1,0 +1,46 @@
+/**
+ * `npm run bench`: runs every section and prints one table (Markdown, on stdout; progress on
+ * stderr). A section is a module with `run(opts): Promise<Row[]>` (bench/report.ts); to add
+ * one (vhost-user backend, UML end to end, memory/start-up), import it and append it to SECTIONS.
+ *
+ *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,notify]
+ */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import { formatTable, type Row, type Section } from './report.js';
+import { section as ring } from './ring.js';
+import { section as ringCost } from './ring-cost.js';
+import { section as notify } from './notify.js';
+
+const SECTIONS: { section: Section; rounds: number }[] = [
+  { section: ring, rounds: 9 },
+  { section: ringCost, rounds: 1 },
+  { section: notify, rounds: 3 },
+];
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const quick = process.argv.includes('--quick');
+const only = arg('--only')?.split(',');
+const log = (s: string) => console.error(s);
+const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+
+const cpu = os.cpus();
+log(`machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, Node ${process.version}, ${os.release()}`);
+let commit = '?';
+try {
+  commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+} catch {}
+log(`commit ${commit}; load average before: ${load()}`);
+const t0 = Date.now();
+const rows: Row[] = [];
+for (const { section, rounds } of SECTIONS) {
+  if (only && !only.includes(section.name)) continue;
+  const r = await section.run({ rounds: Number(arg('--rounds') ?? (quick ? 1 : rounds)), quick, log });
+  rows.push(...r);
+}
+log(`load average after: ${load()}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+console.log(formatTable(rows));
