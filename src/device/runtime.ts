@@ -53,6 +53,8 @@ export class DeviceRuntime {
   configGeneration = 0;
   readonly queues: QueueConfig[];
   private active: (DeviceQueue | null)[];
+  /** Chains a device model is still answering (asynchronously), per queue: revoked when the queue stops. */
+  private held: Set<DescriptorChain>[];
   private readonly context: DeviceContext;
 
   constructor(
@@ -64,6 +66,7 @@ export class DeviceRuntime {
     this.offeredFeatures = options.offeredFeatures ?? device.features | TRANSPORT_FEATURES;
     this.queues = device.queueMaxSizes.map((maxSize) => ({ maxSize, size: maxSize, desc: 0, avail: 0, used: 0, ready: false }));
     this.active = this.queues.map(() => null);
+    this.held = this.queues.map(() => new Set());
     const runtime = this;
     this.context = {
       memory,
@@ -195,6 +198,7 @@ export class DeviceRuntime {
   stopQueue(index: number): { nextAvail: number; nextUsed: number } | null {
     const q = this.active[index];
     this.active[index] = null;
+    this.revokeHeld(index);
     return q ? { nextAvail: q.nextAvail, nextUsed: q.nextUsed } : null;
   }
 
@@ -232,6 +236,7 @@ export class DeviceRuntime {
 
   private stopQueues(): void {
     this.active.fill(null);
+    this.held.forEach((_, i) => this.revokeHeld(i));
   }
 
   /**
@@ -240,21 +245,34 @@ export class DeviceRuntime {
    * Used elements of one pass are published together and cost at most one notification.
    */
   private process(index: number, q: DeviceQueue): void {
-    try {
-      for (;;) {
+    for (;;) {
+      let completed = 0;
+      let failure: unknown;
+      let more = false;
+      try {
         q.disableNotifications();
-        let completed = 0;
         let chain: DescriptorChain | null;
         while ((chain = q.pop()) !== null) {
           if (this.serveChain(index, q, chain)) completed++;
         }
-        if (completed) this.publish(index, q);
-        if (this.active[index] !== q || !q.enableNotifications()) return;
+      } catch (e) {
+        failure = e;
       }
-    } catch (e) {
-      this.deviceError(e, index);
+      try {
+        // Answers already written in this pass reach the driver even if a later chain broke a rule.
+        if (completed && this.active[index] === q) this.publish(index, q);
+        if (failure === undefined) more = this.active[index] === q && q.enableNotifications();
+      } catch (e) {
+        failure ??= e;
+      }
+      if (failure !== undefined) {
+        this.deviceError(failure, index);
+        return;
+      }
+      if (!more) return;
     }
   }
+
 
   /**
    * Hands the chains at descriptor indices `heads` to the device again, in order, as if just
@@ -288,7 +306,18 @@ export class DeviceRuntime {
     return false;
   }
 
+  /** The driver owns the buffers of chains still held by the model again (reset, ring stop). */
+  private revokeHeld(index: number): void {
+    const held = this.held[index];
+    if (!held) return;
+    for (const chain of held) chain.revoke();
+    held.clear();
+  }
+
   private completeLater(index: number, q: DeviceQueue, chain: DescriptorChain, result: Promise<number>): void {
+    const held = this.held[index]!;
+    held.add(chain);
+    result.finally(() => held.delete(chain)).catch(() => {});
     result.then(
       (len) => {
         if (this.active[index] !== q) return; // reset or stopped meanwhile: the driver detached it

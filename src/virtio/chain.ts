@@ -19,6 +19,17 @@ export class DescriptorChain {
   ) {}
 
   /**
+   * Takes the buffers away from the device: after a reset or a ring stop they belong to the
+   * driver again, so a device model that answers late must not touch them. Later reads and
+   * writes through this chain do nothing (a model that kept its own references to the
+   * segment views is outside this guard; models should use read()/write()).
+   */
+  revoke(): void {
+    this.readable.length = 0;
+    this.writable.length = 0;
+  }
+
+  /**
    * Copies readable bytes from `offset` (within the concatenated readable segments) into `into`.
    * Returns the count copied (less than into.length when the chain is shorter).
    */

@@ -116,3 +116,35 @@ test('a device model that returns a bad used length is a device error, not a cra
   assert.ok(h.runtime.status & Status.NEEDS_RESET);
   assert.match(h.warnings.join('\n'), /used length 1000/);
 });
+
+test('a rule broken mid-pass: chains answered earlier in the pass are still published', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const driver = bringUp(h);
+  driver.add([{ addr: RAM + 0x8000, len: 48 }], [{ addr: RAM + 0x8100, len: 12 }], 1, false);
+  driver.add([{ addr: RAM + 0x9000, len: 8 }], [{ addr: RAM + 0x9100, len: 12 }], 2, false); // too short
+  driver.publish();
+  h.runtime.notify(0);
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.deepEqual(driver.getUsed(), { token: 1, len: 12 });
+  assert.equal(driver.getUsed(), null);
+});
+
+test('a device answering after a reset cannot write into the buffers the driver got back', async () => {
+  const dev = new VirtioTestDevice({ print: false });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const late = Object.assign(Object.create(Object.getPrototypeOf(dev)), dev, {
+    handleChain: async (_q: number, chain: import('../../src/virtio/chain.js').DescriptorChain) => {
+      await gate;
+      return chain.write(new Uint8Array(12).fill(0xee));
+    },
+  });
+  const h = harness(late);
+  const driver = bringUp(h);
+  driver.add([{ addr: RAM + 0x8000, len: 48 }], [{ addr: RAM + 0x8100, len: 12 }], 1);
+  h.runtime.notify(0);
+  h.runtime.writeStatus(0); // reset while the device holds the chain
+  release();
+  await new Promise((r) => setImmediate(r));
+  assert.ok(h.memory.slice(RAM + 0x8100, 12).every((b) => b === 0), 'the late answer was not written');
+});
