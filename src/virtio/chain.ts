@@ -8,15 +8,65 @@ export class DescriptorChain {
   readableLength = 0;
   /** Total bytes of all writable segments. */
   writableLength = 0;
-  readonly readable: Uint8Array[] = [];
-  readonly writable: Uint8Array[] = [];
   /** Number of descriptors walked (including an indirect table's entries). */
   descriptorCount = 0;
+  /**
+   * Validated segments, made into views only when first used (most chains are read and
+   * written through read()/write(), and a view per descriptor costs more than the walk):
+   * the first inline, the rest as [bytes, offset, length] triples.
+   */
+  private seg0: Uint8Array | undefined;
+  private off0 = 0;
+  private len0 = 0;
+  private more: (Uint8Array | number)[] | undefined;
+  private readableCount = 0;
+  private writableCount = 0;
+  private views: [Uint8Array[], Uint8Array[]] | undefined;
 
   constructor(
     /** Descriptor table index of the chain's head: the used element's `id`. */
     readonly head: number,
   ) {}
+
+  /** @internal (DeviceQueue) a segment already bounds-checked inside `region`. */
+  addSegment(region: Uint8Array, offset: number, len: number, writable: boolean): void {
+    if (this.seg0 === undefined) {
+      this.seg0 = region;
+      this.off0 = offset;
+      this.len0 = len;
+    } else (this.more ??= []).push(region, offset, len);
+    if (writable) this.writableCount++;
+    else this.readableCount++;
+  }
+
+  /** The device-readable segments, in order: zero-copy views into guest memory. */
+  get readable(): Uint8Array[] {
+    return (this.views ??= this.makeViews())[0];
+  }
+
+  /** The device-writable segments, in order. */
+  get writable(): Uint8Array[] {
+    return (this.views ??= this.makeViews())[1];
+  }
+
+  get hasWritable(): boolean {
+    return this.writableCount !== 0;
+  }
+
+  private makeViews(): [Uint8Array[], Uint8Array[]] {
+    const r: Uint8Array[] = [];
+    const w: Uint8Array[] = [];
+    if (this.seg0 !== undefined) {
+      (this.readableCount > 0 ? r : w).push(this.seg0.subarray(this.off0, this.off0 + this.len0));
+      const s = this.more ?? [];
+      for (let i = 0; i < s.length; i += 3) {
+        const bytes = s[i] as Uint8Array;
+        const off = s[i + 1] as number;
+        (i / 3 + 1 < this.readableCount ? r : w).push(bytes.subarray(off, off + (s[i + 2] as number)));
+      }
+    }
+    return [r, w];
+  }
 
   /**
    * Takes the buffers away from the device: after a reset or a ring stop they belong to the

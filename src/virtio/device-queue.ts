@@ -37,6 +37,8 @@ export class DeviceQueue {
   private signalledUsed: number;
   /** Whether `signalledUsed` is meaningful (false until the first decision after a start). */
   private signalledValid = false;
+  /** avail.idx as last read. */
+  private availShadow: number;
   private readonly eventIdx: boolean;
   private readonly indirect: boolean;
   private readonly desc: Uint32Array;
@@ -59,6 +61,7 @@ export class DeviceQueue {
     this.nextAvail = (options.nextAvail ?? 0) & 0xffff;
     this.nextUsed = (options.nextUsed ?? Atomics.load(this.used16, 1)) & 0xffff;
     this.signalledUsed = this.nextUsed;
+    this.availShadow = this.nextAvail;
   }
 
   /** The driver's avail.idx (acquire: ring entries written before it are visible after this load). */
@@ -72,7 +75,12 @@ export class DeviceQueue {
    * buffers outstanding, so a distance above `size` is a driver error.
    */
   pending(): number {
-    const n = (this.availIdx() - this.nextAvail) & 0xffff;
+    // Like vhost: re-read avail.idx (a line the driver keeps writing) only when the entries
+    // seen at the last read are used up; the acquire of that read covers all of them.
+    let n = (this.availShadow - this.nextAvail) & 0xffff;
+    if (n !== 0 && n <= this.size) return n; // (> size only if nextAvail was assigned from outside)
+    this.availShadow = this.availIdx();
+    n = (this.availShadow - this.nextAvail) & 0xffff;
     if (n > this.size) {
       fail(
         'AVAIL_IDX_JUMP',
@@ -236,15 +244,15 @@ export class DeviceQueue {
 
   private addSegment(chain: DescriptorChain, addr: number, len: number, flags: number): void {
     if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.7.13.1');
-    const bytes = this.memory.slice(addr, len);
+    const r = this.memory.region(addr, len); // bounds check (MEM_OUT_OF_RANGE), no view made yet
     if (flags & DescFlags.WRITE) {
-      chain.writable.push(bytes);
+      chain.addSegment(r.bytes, addr - r.guestAddr, len, true);
       chain.writableLength += len;
     } else {
-      if (chain.writable.length !== 0) {
+      if (chain.hasWritable) {
         fail('DESC_READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', '§2.7.4.2');
       }
-      chain.readable.push(bytes);
+      chain.addSegment(r.bytes, addr - r.guestAddr, len, false);
       chain.readableLength += len;
     }
     if (chain.readableLength + chain.writableLength > U32_LIMIT) {

@@ -59,6 +59,8 @@ export class DriverQueue<T = unknown> {
   private availIdx = 0;
   private kickedAvail = 0;
   private lastUsed = 0;
+  /** used.idx as last read. */
+  private usedShadow = 0;
   private callbacksEnabled = true;
   private broken = false;
 
@@ -185,8 +187,13 @@ export class DriverQueue<T = unknown> {
    */
   getUsed(): UsedBuffer<T> | null {
     if (this.broken) return null;
-    const usedIdx = Atomics.load(this.used16, 1);
-    if (usedIdx === this.lastUsed) return null;
+    // Re-read used.idx (a line the device keeps writing) only when the elements seen at the
+    // last read are all taken; that read's acquire covers them.
+    let usedIdx = this.usedShadow;
+    if (usedIdx === this.lastUsed) {
+      usedIdx = this.usedShadow = Atomics.load(this.used16, 1);
+      if (usedIdx === this.lastUsed) return null;
+    }
     if (((usedIdx - this.lastUsed) & 0xffff) > this.size) {
       this.broken = true;
       fail('USED_ID_INVALID', `used.idx ${usedIdx} ran ${(usedIdx - this.lastUsed) & 0xffff} ahead`, '§2.7.8');
@@ -283,8 +290,9 @@ export class DriverQueue<T = unknown> {
 
   private setDesc(i: number, addr: number, len: number, flags: number, next: number): void {
     const w = 4 * i;
-    this.desc[w] = addr % TWO_32;
-    this.desc[w + 1] = Math.floor(addr / TWO_32);
+    const lo = addr >>> 0; // ToUint32 is exact for integers below 2^53: no floating-point modulo
+    this.desc[w] = lo;
+    this.desc[w + 1] = (addr - lo) / TWO_32;
     this.desc[w + 2] = len;
     this.desc[w + 3] = flags | (next << 16);
   }
@@ -311,4 +319,8 @@ export class DriverQueue<T = unknown> {
   }
 }
 
-const sumLen = (list: readonly Buffer[]): number => list.reduce((n, b) => n + b.len, 0);
+function sumLen(list: readonly Buffer[]): number {
+  let n = 0;
+  for (let i = 0; i < list.length; i++) n += list[i]!.len;
+  return n;
+}
