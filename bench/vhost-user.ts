@@ -1,0 +1,162 @@
+/**
+ * Section "vhost-user": the TypeScript back-end (`virtio-test-backend` CLI, a Node process)
+ * against a minimal C back-end for the same device (bench/ref/vhost-user-ref-backend.c),
+ * both as child processes pinned to cpu 1, driven by a load generator pinned to cpu 0 that
+ * keeps 1, 16 or 128 requests in flight, EVENT_IDX on and off. Rounds alternate the order of
+ * the two back-ends; each round starts both afresh.
+ *
+ * Two load generators:
+ *  - the C front-end bench/ref/vhost-user-ref-load.c (main figures: it needs ~0.2 µs of CPU
+ *    per request, so it never limits the back-end it drives);
+ *  - the project's TypeScript front-end (VirtioTestClient, bench/vhost-user/load.ts), with
+ *    its own CPU time reported: it shows whether it would have been the bottleneck.
+ *
+ * Back-end CPU time is utime + stime from /proc/<pid>/stat over the measured window.
+ *
+ *   node dist/bench/vhost-user.js [--rounds 5] [--quick]
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { formatTable, median, type Row, type SectionOptions } from './report.js';
+import { buildRef, distRoot, loadavg, pinned, startBackend, type BackendKind } from './vhost-user/proc.js';
+import type { LoadResult } from './vhost-user/load.js';
+
+const run$ = promisify(execFile);
+const BACKEND_CPU = 1;
+const LOAD_CPU = 0;
+export const DEPTHS = [1, 16, 128] as const;
+const EVENT_IDX = [true, false] as const;
+
+type Load = 'c' | 'ts';
+interface Sample {
+  rps: number;
+  /** Back-end CPU µs per request. */
+  cpuUs: number;
+  /** Share of one CPU the load generator used over the window. */
+  frontendShare: number;
+  backendShare: number;
+}
+const key = (load: Load, backend: BackendKind, depth: number, eventIdx: boolean) => `${load}/${backend}/${depth}/${eventIdx ? 'on' : 'off'}`;
+
+async function runLoad(load: Load, loadBin: string, socket: string, pid: number, configs: { depth: number; eventIdx: boolean }[], ms: number, warm: number): Promise<LoadResult[]> {
+  const argv =
+    load === 'c'
+      ? [loadBin, '--socket', socket, '--backend-pid', String(pid), '--configs', configs.map((c) => `${c.depth}:${c.eventIdx ? 1 : 0}:1`).join(','), '--ms', String(ms), '--warm', String(warm)]
+      : [process.execPath, path.join(distRoot, 'bench', 'vhost-user', 'load.js'), '--socket', socket, '--backend-pid', String(pid), '--configs', JSON.stringify(configs), '--ms', String(ms), '--warm', String(warm)];
+  const cmd = pinned(LOAD_CPU, argv);
+  const { stdout } = await run$(cmd[0]!, cmd.slice(1), { maxBuffer: 1 << 20, timeout: 120_000 });
+  return stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as LoadResult);
+}
+
+export async function run(opts: SectionOptions): Promise<Row[]> {
+  const ms = opts.quick ? 200 : 500;
+  const warm = opts.quick ? 80 : 150;
+  const backendBin = buildRef('vhost-user-ref-backend', opts.log);
+  const loadBin = buildRef('vhost-user-ref-load', opts.log);
+  const samples = new Map<string, Sample[]>();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-vu-'));
+  const cConfigs = DEPTHS.flatMap((depth) => EVENT_IDX.map((eventIdx) => ({ depth, eventIdx })));
+  const tsConfigs = DEPTHS.map((depth) => ({ depth, eventIdx: true }));
+  opts.log(`vhost-user: back-ends on cpu ${BACKEND_CPU}, load generators on cpu ${LOAD_CPU}; load average ${loadavg()}`);
+  try {
+    for (let round = 1; round <= opts.rounds; round++) {
+      const order: BackendKind[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
+      for (const kind of order) {
+        const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir });
+        try {
+          for (const [load, configs] of [['c', cConfigs], ['ts', tsConfigs]] as const) {
+            const results = await runLoad(load, loadBin, be.socket, be.pid, configs, ms, warm);
+            for (const r of results) {
+              const k = key(load, kind, r.depth, r.eventIdx);
+              const s: Sample = {
+                rps: r.requests / r.seconds,
+                cpuUs: (r.backendCpu / r.requests) * 1e6,
+                frontendShare: r.frontendCpu / r.seconds,
+                backendShare: r.backendCpu / r.seconds,
+              };
+              (samples.get(k) ?? samples.set(k, []).get(k)!).push(s);
+            }
+          }
+        } finally {
+          await be.stop();
+        }
+      }
+      const line = (load: Load, kind: BackendKind) =>
+        cConfigs
+          .filter((c) => load === 'c' || c.eventIdx)
+          .map((c) => {
+            const s = samples.get(key(load, kind, c.depth, c.eventIdx))!.at(-1)!;
+            return `d${c.depth}${c.eventIdx ? '' : '/noeidx'} ${(s.rps / 1e3).toFixed(0)}k`;
+          })
+          .join(' ');
+      opts.log(`vhost-user: round ${round}/${opts.rounds}: C load → TS ${line('c', 'ts')} | C ${line('c', 'c')}; TS load → TS ${line('ts', 'ts')} | C ${line('ts', 'c')}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const pct = (xs: number[]) => `${Math.round(median(xs) * 100)}%`;
+  const rows: Row[] = [];
+  for (const depth of DEPTHS) {
+    for (const eventIdx of EVENT_IDX) {
+      const ts = samples.get(key('c', 'ts', depth, eventIdx))!;
+      const c = samples.get(key('c', 'c', depth, eventIdx))!;
+      const label = `depth ${depth}, event idx ${eventIdx ? 'on' : 'off'}`;
+      rows.push({
+        section: 'vhost-user',
+        name: `TS backend requests/s (C load, ${label})`,
+        unit: 'requests/s',
+        samples: ts.map((s) => s.rps),
+        ref: { name: 'C backend', samples: c.map((s) => s.rps) },
+        // The two back-ends ran one after the other in each round: pair them (report.ts).
+        paired: ts.map((s, i) => s.rps / c[i]!.rps),
+        target: 0.9,
+        note: `CPU busy: TS backend ${pct(ts.map((s) => s.backendShare))}, C backend ${pct(c.map((s) => s.backendShare))}, C load ${pct(ts.map((s) => s.frontendShare))}`,
+      });
+      rows.push({
+        section: 'vhost-user',
+        name: `TS backend CPU per request (C load, ${label})`,
+        unit: 'µs',
+        samples: ts.map((s) => s.cpuUs),
+        lowerIsBetter: true,
+        ref: { name: 'C backend', samples: c.map((s) => s.cpuUs) },
+        paired: ts.map((s, i) => c[i]!.cpuUs / s.cpuUs),
+        target: 0.67,
+        note: `TS/C = ${(median(ts.map((s) => s.cpuUs)) / median(c.map((s) => s.cpuUs))).toFixed(2)}× (target ≤ 1.5×)`,
+      });
+    }
+  }
+  for (const depth of DEPTHS) {
+    const ts = samples.get(key('ts', 'ts', depth, true))!;
+    const c = samples.get(key('ts', 'c', depth, true))!;
+    const cc = samples.get(key('c', 'c', depth, true))!;
+    rows.push({
+      section: 'vhost-user',
+      name: `TS frontend → C backend (depth ${depth}, event idx on)`,
+      unit: 'requests/s',
+      samples: c.map((s) => s.rps),
+      ref: { name: 'C load → C backend', samples: cc.map((s) => s.rps) },
+      note: `TS frontend CPU busy ${pct(c.map((s) => s.frontendShare))} (C load: ${pct(cc.map((s) => s.frontendShare))}); TS frontend → TS backend ${Math.round(median(ts.map((s) => s.rps)) / 1e3)}k/s, frontend busy ${pct(ts.map((s) => s.frontendShare))}`,
+    });
+  }
+  return rows;
+}
+
+export const section = { name: 'vhost-user', run };
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const i = process.argv.indexOf('--rounds');
+  const rows = await run({
+    rounds: i >= 0 ? Number(process.argv[i + 1]) : 5,
+    quick: process.argv.includes('--quick'),
+    log: (s) => console.error(s),
+  });
+  console.log(formatTable(rows));
+}

@@ -1,0 +1,129 @@
+/**
+ * Process-level measurements from /proc and process helpers shared by the vhost-user,
+ * UML end-to-end and footprint sections: CPU time and memory of a pid, building the C
+ * reference (bench/ref/) with cc into build/bench/, spawning a back-end (TypeScript CLI or
+ * C reference) pinned with taskset and waiting for its "listening" line.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** USER_HZ (100 on every Linux architecture Node supports). */
+const CLOCK_TICKS = 100;
+
+/** utime + stime of process `pid` (all its threads), in seconds; 10 ms resolution. */
+export function procCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // proc(5) fields 14 and 15; f[0] is field 3.
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+
+/** VmHWM and VmRSS of `pid` in MiB. */
+export function procMemory(pid: number): { hwmMiB: number; rssMiB: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
+  return { hwmMiB: kb('VmHWM') / 1024, rssMiB: kb('VmRSS') / 1024 };
+}
+
+/** The repository root (dist/bench/vhost-user/proc.js → three levels up). */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const distRoot = path.join(repoRoot, 'dist');
+
+/** Compiles bench/ref/<name>.c into build/bench/<name> unless the binary is newer. Returns its path. */
+export function buildRef(name: string, log: (s: string) => void): string {
+  const src = path.join(repoRoot, 'bench', 'ref', `${name}.c`);
+  const outDir = path.join(repoRoot, 'build', 'bench');
+  const out = path.join(outDir, name);
+  mkdirSync(outDir, { recursive: true });
+  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
+  log(`building ${path.relative(repoRoot, out)} (cc -O2)`);
+  execFileSync('cc', ['-O2', '-Wall', '-o', out, src], { stdio: 'inherit' });
+  return out;
+}
+
+export type BackendKind = 'ts' | 'c';
+
+export interface Backend {
+  kind: BackendKind;
+  proc: ChildProcess;
+  pid: number;
+  socket: string;
+  /** ms from spawn() to the "listening" line on stdout. */
+  listeningMs: number;
+  /** Stops it (SIGTERM, then SIGKILL) and removes its scratch directory. */
+  stop(): Promise<void>;
+}
+
+/** `taskset -c cpu` prefix (empty when cpu is undefined or taskset is missing). */
+export function pinned(cpu: number | undefined, argv: string[]): string[] {
+  if (cpu === undefined || !hasTaskset()) return argv;
+  return ['taskset', '-c', String(cpu), ...argv];
+}
+let tasksetOk: boolean | undefined;
+function hasTaskset(): boolean {
+  if (tasksetOk === undefined) {
+    try {
+      execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'pipe' });
+      tasksetOk = true;
+    } catch {
+      tasksetOk = false;
+    }
+  }
+  return tasksetOk;
+}
+
+/** The command line of a back-end listening on `socket`. */
+export function backendArgv(kind: BackendKind, socket: string, cBinary: string, extra: string[] = []): string[] {
+  return kind === 'ts'
+    ? [process.execPath, path.join(distRoot, 'src', 'cli', 'virtio-test-backend.js'), '--socket', socket, '--quiet', ...extra]
+    : [cBinary, '--socket', socket, ...extra];
+}
+
+/** Spawns a back-end on a fresh socket and waits for its listening line. */
+export async function startBackend(kind: BackendKind, cBinary: string, opts: { cpu?: number; dir?: string } = {}): Promise<Backend> {
+  const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'vubench-'));
+  const socket = path.join(dir, `${kind}.sock`);
+  const argv = pinned(opts.cpu, backendArgv(kind, socket, cBinary));
+  const t0 = performance.now();
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    if (err.length < 4000) err += d;
+  });
+  const listeningMs = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const onData = (d: string) => {
+      out += d;
+      if (/listening on /.test(out)) {
+        proc.stdout!.off('data', onData);
+        resolve(performance.now() - t0);
+      }
+    };
+    proc.stdout!.setEncoding('utf8').on('data', onData);
+    proc.once('exit', (code, sig) => reject(new Error(`${kind} backend exited (${sig ?? code}) before listening: ${err}`)));
+  });
+  proc.stdout!.resume();
+  const exited = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())));
+  return {
+    kind,
+    proc,
+    pid: proc.pid!,
+    socket,
+    listeningMs,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), 2000);
+        await exited;
+        clearTimeout(t);
+      }
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `uptime`'s load averages, for the report. */
+export const loadavg = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
