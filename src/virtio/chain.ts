@@ -105,7 +105,7 @@ function gather(segments: readonly Uint8Array[], into: Uint8Array, offset: numbe
       continue;
     }
     const n = Math.min(seg.length - offset, into.length - done);
-    into.set(seg.subarray(offset, offset + n), done);
+    into.set(offset === 0 && n === seg.length ? seg : seg.subarray(offset, offset + n), done);
     done += n;
     offset = 0;
   }
@@ -121,7 +121,7 @@ function scatter(segments: readonly Uint8Array[], data: Uint8Array, offset: numb
       continue;
     }
     const n = Math.min(seg.length - offset, data.length - done);
-    seg.set(data.subarray(done, done + n), offset);
+    seg.set(done === 0 && n === data.length ? data : data.subarray(done, done + n), offset);
     done += n;
     offset = 0;
   }

@@ -219,15 +219,17 @@ export class DeviceQueue {
     if (count > MAX_QUEUE_SIZE) {
       fail('INDIRECT_BAD_LENGTH', `indirect table of ${count} entries is longer than 32768`, '§2.7.5.3');
     }
-    const table = this.memory.slice(addr, len);
-    const view = new DataView(table.buffer, table.byteOffset, len);
+    // Read the table through its region's DataView: no view objects per chain.
+    const region = this.memory.region(addr, len);
+    const view = region.view;
+    const base = addr - region.guestAddr;
     let i = 0;
     for (let walked = 1; ; walked++) {
       chain.descriptorCount++;
       if (walked > count) {
         fail('DESC_LOOP', `indirect chain at 0x${addr.toString(16)} revisits a descriptor (a loop)`, '§2.7.5.3.1');
       }
-      const o = 16 * i;
+      const o = base + 16 * i;
       const f = view.getUint16(o + 12, true);
       if (f & DescFlags.INDIRECT) {
         fail('INDIRECT_NESTED', 'descriptor inside an indirect table has INDIRECT', '§2.7.5.3.1');

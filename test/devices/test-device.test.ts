@@ -10,6 +10,7 @@ import {
   encodeRequest,
   requestFor,
   requestLogLines,
+  writeAnswer,
 } from '../../src/devices/test/protocol.js';
 import { Status } from '../../src/virtio/constants.js';
 import { RAM, bringUp, harness } from '../helpers/runtime.js';
@@ -107,4 +108,15 @@ test('reset clears config and the served count', () => {
   h.runtime.writeStatus(0);
   assert.deepEqual([...h.runtime.readConfig(0, 12)], new Array(12).fill(0));
   assert.equal(dev.served, 0);
+});
+
+test('writeAnswer (the device hot path) agrees with answer() on every byte', () => {
+  const cases = [0, 1, 10, 255, 0xffffff9b, 0xffffffff, 0x7fffffff];
+  for (const a of cases) {
+    const req = { type: 1, arg1: a, arg2: (a * 7) >>> 0, arg3: (a ^ 0xdeadbeef) >>> 0, arg4: new Uint8Array() };
+    const bytes = encodeRequest(req);
+    const out = new Uint8Array(RESPONSE_SIZE);
+    writeAnswer(new DataView(bytes.buffer), new DataView(out.buffer));
+    assert.deepEqual(decodeResponse(out), answer(req));
+  }
 });

@@ -15,10 +15,9 @@ import {
   RESPONSE_SIZE,
   VIRTIO_ID_TEST,
   VIRTIO_TEST_F_CAN_PRINT,
-  answer,
   decodeRequest,
-  encodeResponse,
   requestLogLines,
+  writeAnswer,
 } from './protocol.js';
 
 export interface VirtioTestOptions {
@@ -39,6 +38,8 @@ export class VirtioTestDevice implements VirtioDevice {
   private readonly print: boolean;
   private readonly request = new Uint8Array(REQUEST_SIZE);
   private readonly response = new Uint8Array(RESPONSE_SIZE);
+  private readonly requestView = new DataView(this.request.buffer);
+  private readonly responseView = new DataView(this.response.buffer);
   /** Requests answered since the last reset. */
   served = 0;
 
@@ -74,9 +75,9 @@ export class VirtioTestDevice implements VirtioDevice {
       );
     }
     chain.read(this.request);
-    const req = decodeRequest(this.request);
-    if (this.print) for (const line of requestLogLines(req)) ctx.log(line);
-    chain.write(encodeResponse(answer(req), this.response));
+    if (this.print) for (const line of requestLogLines(decodeRequest(this.request))) ctx.log(line);
+    writeAnswer(this.requestView, this.responseView);
+    chain.write(this.response);
     this.served++;
     return RESPONSE_SIZE;
   }
