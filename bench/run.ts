@@ -1,9 +1,9 @@
 /**
  * `npm run bench`: runs every section and prints one table (Markdown, on stdout; progress on
  * stderr). A section is a module with `run(opts): Promise<Row[]>` (bench/report.ts); to add
- * one (vhost-user backend, UML end to end, memory/start-up), import it and append it to SECTIONS.
+ * one, import it and append it to SECTIONS.
  *
- *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,notify]
+ *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,notify,vhost-user,uml,footprint]
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
@@ -11,11 +11,17 @@ import { formatTable, type Row, type Section } from './report.js';
 import { section as ring } from './ring.js';
 import { section as ringCost } from './ring-cost.js';
 import { section as notify } from './notify.js';
+import { section as vhostUser } from './vhost-user.js';
+import { section as umlE2e } from './uml-e2e.js';
+import { section as footprint } from './footprint.js';
 
 const SECTIONS: { section: Section; rounds: number }[] = [
   { section: ring, rounds: 9 },
   { section: ringCost, rounds: 1 },
   { section: notify, rounds: 3 },
+  { section: vhostUser, rounds: 5 },
+  { section: umlE2e, rounds: 3 },
+  { section: footprint, rounds: 5 },
 ];
 
 function arg(name: string): string | undefined {

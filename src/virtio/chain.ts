@@ -75,8 +75,9 @@ export class DescriptorChain {
    * segment views is outside this guard; models should use read()/write()).
    */
   revoke(): void {
-    this.readable.length = 0;
-    this.writable.length = 0;
+    this.seg0 = undefined;
+    this.more = undefined;
+    this.views = [[], []];
   }
 
   /**
