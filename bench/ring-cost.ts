@@ -10,6 +10,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { fileURLToPath } from 'node:url';
 import { DeviceQueue } from '../src/virtio/device-queue.js';
 import { DriverQueue, type Buffer } from '../src/virtio/driver-queue.js';
+import type { DescriptorChain } from '../src/virtio/chain.js';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { ringViewsFromGuest } from '../src/virtio/ring-views.js';
 import { packedLayout } from '../src/virtio/split-ring.js';
@@ -29,16 +30,20 @@ function measure(buffers: number, trials: number): { best: number[]; all: number
   const none: Buffer[] = [];
   const t = [0, 0, 0];
   const now = process.hrtime.bigint;
+  let chain: DescriptorChain | undefined;
   const run = (n: number) => {
     for (let i = 0; i < n; i += 64) {
       const a = now();
       for (let k = 0; k < 64; k++) drv.add(out, none, 1, false);
       drv.publish();
       const b = now();
-      for (let k = 0; k < 64; k++) dev.addUsed(dev.pop()!.head, 0);
+      for (let k = 0; k < 64; k++) {
+        chain = dev.pop(chain)!;
+        dev.addUsed(chain.head, 0);
+      }
       dev.publishUsed();
       const c = now();
-      while (drv.getUsed() !== null);
+      while (drv.getUsedToken() !== undefined);
       const d = now();
       t[0] += Number(b - a);
       t[1] += Number(c - b);

@@ -18,6 +18,7 @@
 import { workerData, parentPort } from 'node:worker_threads';
 import { DeviceQueue } from '../src/virtio/device-queue.js';
 import { DriverQueue, type Buffer } from '../src/virtio/driver-queue.js';
+import type { DescriptorChain } from '../src/virtio/chain.js';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { ringViewsFromGuest } from '../src/virtio/ring-views.js';
 import { packedLayout } from '../src/virtio/split-ring.js';
@@ -140,7 +141,7 @@ function main(d: RingWorkerData): RingWorkerResult {
         }
         if (added !== 0) q.publish();
         let got = 0;
-        while (q.getUsed() !== null) got++;
+        while (q.getUsedToken() !== undefined) got++; // batched collection: no object per buffer
         completed += got;
         if (completed === n) break;
         if (added === 0 && got === 0) while (!q.hasUsed());
@@ -191,7 +192,11 @@ function main(d: RingWorkerData): RingWorkerResult {
     for (;;) {
       let k = q.pending();
       while (k === 0) k = q.pending();
-      for (let i = 0; i < k; i++) q.addUsed(q.pop()!.head, 0);
+      let c: DescriptorChain | undefined;
+      for (let i = 0; i < k; i++) {
+        c = q.pop(c)!; // batched processing: one chain object refilled
+        q.addUsed(c.head, 0);
+      }
       q.publishUsed();
       completed += k;
       if (completed === n) break;

@@ -25,8 +25,22 @@ export class DescriptorChain {
 
   constructor(
     /** Descriptor table index of the chain's head: the used element's `id`. */
-    readonly head: number,
+    public head: number,
   ) {}
+
+  /** @internal (DeviceQueue.pop(reuse)) empties this chain for a new walk from `head`. */
+  refill(head: number): this {
+    this.head = head;
+    this.readableLength = 0;
+    this.writableLength = 0;
+    this.descriptorCount = 0;
+    this.seg0 = undefined;
+    this.more = undefined;
+    this.readableCount = 0;
+    this.writableCount = 0;
+    this.views = undefined;
+    return this;
+  }
 
   /** @internal (DeviceQueue) a segment already bounds-checked inside `region`. */
   addSegment(region: Uint8Array, offset: number, len: number, writable: boolean): void {

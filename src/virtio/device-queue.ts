@@ -91,11 +91,16 @@ export class DeviceQueue {
     return n;
   }
 
-  /** Takes the next available chain, or null when there is none. Throws VirtioError on a bad chain. */
-  pop(): DescriptorChain | null {
+  /**
+   * Takes the next available chain, or null when there is none. Throws VirtioError on a bad chain.
+   * `reuse`: a chain the caller is completely done with (its used element added, no references
+   * kept), refilled instead of allocating a new one — for devices that serve chains one at a
+   * time in a loop (batched processing).
+   */
+  pop(reuse?: DescriptorChain): DescriptorChain | null {
     if (this.pending() === 0) return null;
     const head = this.avail[2 + (this.nextAvail & (this.size - 1))]!;
-    const chain = this.walk(head);
+    const chain = this.walk(head, reuse);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     return chain;
   }
@@ -172,12 +177,12 @@ export class DeviceQueue {
   }
 
   /** Walks and validates one chain starting at descriptor `head`. */
-  private walk(head: number): DescriptorChain {
+  private walk(head: number, reuse?: DescriptorChain): DescriptorChain {
     const size = this.size;
     if (head >= size) {
       fail('DESC_INDEX_OUT_OF_RANGE', `available head ${head} ≥ queue size ${size}`, '§2.7.6');
     }
-    const chain = new DescriptorChain(head);
+    const chain = reuse ? reuse.refill(head) : new DescriptorChain(head);
     const desc = this.desc;
     let i = head;
     for (;;) {

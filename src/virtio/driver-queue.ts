@@ -62,6 +62,10 @@ export class DriverQueue<T = unknown> {
   /** used.idx as last read. */
   private usedShadow = 0;
   private callbacksEnabled = true;
+  /** Indirect tables' allocator when INDIRECT_DESC was negotiated and one was given (§2.7.5.3). */
+  private readonly allocIndirect: ((bytes: number) => number | null) | undefined;
+  /** The used length of the buffer getUsedToken() returned last (§2.7.8). */
+  lastUsedLen = 0;
   private broken = false;
 
   constructor(
@@ -81,6 +85,7 @@ export class DriverQueue<T = unknown> {
     this.indirectAddr = new Float64Array(this.size).fill(-1);
     this.writableLen = new Float64Array(this.size);
     this.free = this.size;
+    this.allocIndirect = options.indirect ? options.allocIndirect : undefined;
     for (let i = 0; i < this.size; i++) this.freeNext[i] = (i + 1) & this.mask;
     // §2.7.10.1: the driver initializes used.flags to 0; we own and zero the avail ring too.
     this.desc.fill(0);
@@ -116,9 +121,10 @@ export class DriverQueue<T = unknown> {
     const total = out.length + inn.length;
     if (total === 0) throw new RangeError('a buffer needs at least one element');
     let head: number;
-    const canIndirect = total > 1 && this.options.indirect && this.options.allocIndirect !== undefined;
+    const alloc = this.allocIndirect;
+    const canIndirect = total > 1 && alloc !== undefined;
     if (canIndirect && this.free >= 1) {
-      const table = this.options.allocIndirect!(16 * total);
+      const table = alloc(16 * total);
       if (table !== null) {
         head = this.takeDescriptors(1);
         this.writeIndirect(table, out, inn);
@@ -186,13 +192,23 @@ export class DriverQueue<T = unknown> {
    * VirtioError USED_ID_INVALID is thrown.
    */
   getUsed(): UsedBuffer<T> | null {
-    if (this.broken) return null;
+    const token = this.getUsedToken();
+    return token === undefined ? null : { token, len: this.lastUsedLen };
+  }
+
+  /**
+   * getUsed() without a result object, for collecting many buffers in a loop: returns the
+   * token, or undefined when there is none; the buffer's used length is then in `lastUsedLen`.
+   * Same checks, same errors.
+   */
+  getUsedToken(): T | undefined {
+    if (this.broken) return undefined;
     // Re-read used.idx (a line the device keeps writing) only when the elements seen at the
     // last read are all taken; that read's acquire covers them.
     let usedIdx = this.usedShadow;
     if (usedIdx === this.lastUsed) {
       usedIdx = this.usedShadow = Atomics.load(this.used16, 1);
-      if (usedIdx === this.lastUsed) return null;
+      if (usedIdx === this.lastUsed) return undefined;
     }
     if (((usedIdx - this.lastUsed) & 0xffff) > this.size) {
       this.broken = true;
@@ -216,7 +232,8 @@ export class DriverQueue<T = unknown> {
     if (this.options.eventIdx && this.callbacksEnabled) {
       Atomics.store(this.avail, usedEventIndex(this.size), this.lastUsed);
     }
-    return { token, len };
+    this.lastUsedLen = len;
+    return token;
   }
 
   /** Asks the device not to send used buffer notifications (§2.7.7); advisory only. */

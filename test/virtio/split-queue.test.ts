@@ -248,3 +248,34 @@ test('detachUnused returns every buffer in flight and frees the descriptors', ()
   assert.equal(r.driver.numFree, 8);
   assert.equal(r.driver.inFlight, 0);
 });
+
+test('batched API: pop(reuse) refills one chain object; getUsedToken() returns tokens with lastUsedLen', () => {
+  const r = makeRing(8);
+  for (let t = 1; t <= 3; t++) addPair(r, t);
+  let chain = r.device.pop()!;
+  const first = chain;
+  const heads: number[] = [];
+  for (;;) {
+    heads.push(chain.head);
+    assert.equal(chain.readableLength, 4);
+    assert.equal(chain.writableLength, 8);
+    assert.equal(chain.readable.length, 1, 'views are rebuilt for the refilled chain');
+    const req = new Uint8Array(4);
+    chain.read(req);
+    r.device.addUsed(chain.head, 5);
+    const next = r.device.pop(chain);
+    if (next === null) break;
+    assert.equal(next, first, 'the same object is reused');
+    chain = next;
+  }
+  r.device.publishUsed();
+  assert.equal(new Set(heads).size, 3);
+  const tokens: number[] = [];
+  let t: number | undefined;
+  while ((t = r.driver.getUsedToken()) !== undefined) {
+    tokens.push(t);
+    assert.equal(r.driver.lastUsedLen, 5);
+  }
+  assert.deepEqual(tokens, [1, 2, 3]);
+  assert.equal(r.driver.getUsed(), null);
+});
