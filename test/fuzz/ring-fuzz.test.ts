@@ -4,7 +4,7 @@
  * runs for a time budget with a random seed (printed; a failure prints seed and path).
  *
  *   FUZZ_SEED=1234 npm test -- fuzz      fixed seed
- *   FUZZ_BUDGET_MS=60000 npm test -- fuzz   total budget over all targets (default 36 s)
+ *   FUZZ_BUDGET_MS=60000 npm test -- fuzz   total budget over all targets (default 48 s)
  * Long runs: node scripts/fuzz.mjs --seconds N [--target name]
  */
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import { readCorpus } from './corpus.js';
 import { targets } from './targets.js';
 
-const budgetMs = Number(process.env.FUZZ_BUDGET_MS ?? 36_000);
+const budgetMs = Number(process.env.FUZZ_BUDGET_MS ?? 48_000);
 const fixedSeed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
 
 for (const target of targets) {

@@ -8,7 +8,7 @@
  * next front-end is served.
  *
  *   FUZZ_SEED=1234 npm test -- vhost-user/fuzz          fixed seed
- *   VU_FUZZ_BUDGET_MS=30000 npm test -- vhost-user/fuzz  budget over both targets (default 14 s)
+ *   VU_FUZZ_BUDGET_MS=30000 npm test -- vhost-user/fuzz  budget over both targets (default 16 s)
  * Long runs: node scripts/fuzz.mjs --seconds N --target vhost-user-session
  */
 import assert from 'node:assert/strict';
@@ -23,7 +23,7 @@ import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer } from './helpers.js';
 
-const budgetMs = Number(process.env.VU_FUZZ_BUDGET_MS ?? 14_000);
+const budgetMs = Number(process.env.VU_FUZZ_BUDGET_MS ?? 16_000);
 const fixedSeed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
 
 for (const target of vhostUserTargets) {
