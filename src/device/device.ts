@@ -41,6 +41,8 @@ export interface VirtioDevice {
    * into the chain's writable part (the used length, §2.7.8), or a promise of it for a device
    * that answers later. Throwing a VirtioError (e.g. DEVICE_REQUEST_INVALID for a malformed
    * request) is a device error: the host sets DEVICE_NEEDS_RESET (§2.1.2).
+   * The chain is the model's until this returns (or until the returned promise settles): the
+   * host may reuse the object afterwards, so a model keeps no reference to it.
    */
   handleChain(queue: number, chain: DescriptorChain, ctx: DeviceContext): number | Promise<number>;
 

@@ -251,9 +251,17 @@ export class DeviceRuntime {
       let more = false;
       try {
         q.disableNotifications();
+        // A chain answered synchronously is done with (handleChain's contract), so its object
+        // is refilled for the next one; a chain the model answers later is never reused.
+        let spare: DescriptorChain | undefined;
         let chain: DescriptorChain | null;
-        while ((chain = q.pop()) !== null) {
-          if (this.serveChain(index, q, chain)) completed++;
+        while ((chain = q.pop(spare)) !== null) {
+          if (this.serveChain(index, q, chain)) {
+            completed++;
+            spare = chain;
+          } else {
+            spare = undefined;
+          }
         }
       } catch (e) {
         failure = e;
