@@ -102,6 +102,8 @@ export class MmioDevice implements MmioHandler {
         return;
       case MMIO.Status:
         rt.writeStatus(value);
+        // §4.2.2.1: "Upon reset, the device MUST clear all bits in InterruptStatus".
+        if ((value & 0xff) === 0) this.bus.ack(0xffff_ffff);
         return;
     }
     if (!q) {
