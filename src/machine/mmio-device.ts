@@ -126,6 +126,8 @@ export class MmioDevice implements MmioHandler {
         return;
       case MMIO.QueueReady:
         q.ready = value === 1;
+        // §4.2.2.1: "The device MUST NOT access virtual queue contents when QueueReady is zero".
+        if (!q.ready) rt.stopQueue(this.queueSel);
         return;
       case MMIO.QueueDescLow:
         q.desc = setLow(q.desc, value);
