@@ -104,7 +104,8 @@ export class DeviceRuntime {
     }
     if (added & Status.FEATURES_OK && !this.acceptFeatures()) {
       // §3.1.1 step 6: leaving FEATURES_OK clear tells the driver its subset is not supported.
-      this.status = (old | added) & ~Status.FEATURES_OK;
+      // A DRIVER_OK in the same write does not stick either: the device is not live.
+      this.status = (old | added) & ~(Status.FEATURES_OK | Status.DRIVER_OK);
       return;
     }
     if (added & Status.DRIVER_OK && !((old | added) & Status.FEATURES_OK)) {
