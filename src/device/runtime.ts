@@ -113,7 +113,11 @@ export class DeviceRuntime {
       return;
     }
     this.status = old | added;
-    if (added & Status.DRIVER_OK) this.activate();
+    if (added & Status.DRIVER_OK) {
+      // §2.1.2: a device that already needs a reset serves nothing; the now-live driver is told.
+      if (old & Status.NEEDS_RESET) this.host.configInterrupt();
+      else this.activate();
+    }
   }
 
   /** §2.2: driver feature write; only meaningful before FEATURES_OK (§3.1.1 step 5). */
