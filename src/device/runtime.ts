@@ -227,7 +227,10 @@ export class DeviceRuntime {
   private activate(): void {
     try {
       this.queues.forEach((cfg, i) => {
-        if (cfg.ready) this.startQueue(i, ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used }));
+        if (!cfg.ready) return;
+        // §2.7.6 / §2.7.8: a freshly set-up queue's avail and used idx start at 0.
+        const rings = ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used });
+        this.startQueue(i, rings, { nextAvail: 0, nextUsed: 0 });
       });
       this.device.activate?.(this.context);
     } catch (e) {

@@ -64,7 +64,7 @@ export class VirtioDriverDevice {
   ) {
     transport.onInterrupt({
       vring: () => {
-        for (const q of this.queues) q.callback();
+        for (const q of this.queues) q?.callback(); // queues may be set up sparsely
       },
       config: () => this.driver?.configChanged?.(this),
     });

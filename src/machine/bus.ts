@@ -70,6 +70,7 @@ export class GuestBus extends BusWords {
 
   /** QueueNotify without waiting for the device (ioeventfd semantics). */
   notify(queue: number): void {
+    if (!(queue >= 0 && queue < 32)) throw new RangeError(`the embedded bus carries notifications for queues 0..31, not ${queue}`);
     Atomics.or(this.w, Word.NotifyBits, 1 << queue);
     this.ring();
   }

@@ -250,7 +250,8 @@ export class DeviceQueue {
   }
 
   private addSegment(chain: DescriptorChain, addr: number, len: number, flags: number): void {
-    if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.7.13.1');
+    // §2.7.5: a descriptor describes a buffer; one of 0 bytes describes none (refused, as QEMU does).
+    if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.7.5');
     const r = this.memory.region(addr, len); // bounds check (MEM_OUT_OF_RANGE), no view made yet
     if (flags & DescFlags.WRITE) {
       chain.addSegment(r.bytes, addr - r.guestAddr, len, true);

@@ -58,6 +58,8 @@ export class DriverQueue<T = unknown> {
   /** Our shadow of avail.idx, and its value at the last kick decision. */
   private availIdx = 0;
   private kickedAvail = 0;
+  /** Buffers added since the last needsKick() decision. */
+  private addedSinceKick = 0;
   private lastUsed = 0;
   /** used.idx as last read. */
   private usedShadow = 0;
@@ -173,8 +175,12 @@ export class DriverQueue<T = unknown> {
   needsKick(): boolean {
     const newIdx = this.availIdx;
     const oldIdx = this.kickedAvail;
+    const added = this.addedSinceKick;
     this.kickedAvail = newIdx;
-    if (newIdx === oldIdx) return false;
+    this.addedSinceKick = 0;
+    if (added === 0) return false;
+    // 65536 or more added since the last decision: the 16-bit window says nothing, so kick.
+    if (added >= 0x10000) return true;
     if (this.options.eventIdx) {
       return needsEvent(Atomics.load(this.used16, availEventIndex(this.size)), newIdx, oldIdx);
     }
@@ -332,6 +338,7 @@ export class DriverQueue<T = unknown> {
   private placeInRing(head: number, publish: boolean): void {
     this.avail[2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
+    this.addedSinceKick++;
     if (publish) this.publish();
   }
 }

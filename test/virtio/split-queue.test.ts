@@ -279,3 +279,21 @@ test('batched API: pop(reuse) refills one chain object; getUsedToken() returns t
   assert.deepEqual(tokens, [1, 2, 3]);
   assert.equal(r.driver.getUsed(), null);
 });
+
+test('65536 buffers added between two kick decisions still kick (the 16-bit window wrapped)', () => {
+  for (const eventIdx of [false, true]) {
+    const r = makeRing(4, { eventIdx });
+    assert.ok(addPair(r, 0));
+    assert.equal(r.driver.needsKick(), true);
+    serve(r);
+    drain(r);
+    for (let t = 1; t <= 0x10000; t++) {
+      assert.ok(addPair(r, t));
+      serve(r);
+      drain(r);
+    }
+    // avail.idx is back where it was at the last decision, but 65536 buffers went by
+    r.device.enableNotifications();
+    assert.equal(r.driver.needsKick(), true, `eventIdx=${eventIdx}`);
+  }
+});
