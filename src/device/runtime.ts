@@ -228,9 +228,9 @@ export class DeviceRuntime {
     try {
       this.queues.forEach((cfg, i) => {
         if (!cfg.ready) return;
-        // §2.7.6 / §2.7.8: a freshly set-up queue's avail and used idx start at 0.
-        const rings = ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used });
-        this.startQueue(i, rings, { nextAvail: 0, nextUsed: 0 });
+        // Indices: avail from 0, used from what is in memory (0 for a driver that zeroed its
+        // ring, §2.7.10.1), as vhost does; hosts that know better pass a base to startQueue.
+        this.startQueue(i, ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used }));
       });
       this.device.activate?.(this.context);
     } catch (e) {

@@ -160,7 +160,7 @@ const cases: Case[] = [
   {
     name: 'a zero-length descriptor',
     code: 'DESC_ZERO_LENGTH',
-    section: '§2.7.13.1',
+    section: '§2.7.5',
     build: (d) => {
       d.desc(2, d.buf(48), 0, 0);
       d.push(2);
