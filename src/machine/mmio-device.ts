@@ -85,7 +85,11 @@ export class MmioDevice implements MmioHandler {
         this.driverFeaturesSel = value;
         return;
       case MMIO.DriverFeatures: {
-        if (this.driverFeaturesSel > 1) return;
+        if (this.driverFeaturesSel > 1) {
+          // No feature above bit 63 is offered; accepting one must make FEATURES_OK fail (§2.2.1).
+          if (value !== 0) rt.writeDriverFeatures(rt.driverFeatures | (1n << 64n));
+          return;
+        }
         const shift = BigInt(32 * this.driverFeaturesSel);
         const keep = rt.driverFeatures & ~(0xffff_ffffn << shift);
         rt.writeDriverFeatures(keep | (BigInt(value >>> 0) << shift));
