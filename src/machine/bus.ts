@@ -133,8 +133,19 @@ export class DeviceBus extends BusWords {
     }
   }
 
+  /**
+   * Serves what is pending, in the guest's program order: the guest thread blocks on each MMIO
+   * access, so any notification bits already set were set before the access now posted.
+   * Notifications go first, then the access (a reset right after a kick sees the kick served).
+   */
   serveOnce(handler: MmioHandler): void {
     const w = this.w;
+    let bits = Atomics.exchange(w, Word.NotifyBits, 0);
+    while (bits) {
+      const q = 31 - Math.clz32(bits);
+      bits &= ~(1 << q);
+      handler.notify(q);
+    }
     if (Atomics.load(w, Word.MmioState) === MMIO_POSTED) {
       const op = Atomics.load(w, Word.MmioOp);
       const offset = Atomics.load(w, Word.MmioOffset);
@@ -144,12 +155,6 @@ export class DeviceBus extends BusWords {
       Atomics.store(w, Word.MmioReply, reply | 0);
       Atomics.store(w, Word.MmioState, MMIO_REPLIED);
       Atomics.notify(w, Word.MmioState);
-    }
-    let bits = Atomics.exchange(w, Word.NotifyBits, 0);
-    while (bits) {
-      const q = 31 - Math.clz32(bits);
-      bits &= ~(1 << q);
-      handler.notify(q);
     }
   }
 
