@@ -119,6 +119,12 @@ export class MmioDevice implements MmioHandler {
       this.out.warn(`mmio: queue ${this.queueSel} register 0x${offset.toString(16)} written while ready: ignored`);
       return;
     }
+    const half = QUEUE_ADDRESS_HALVES.get(offset);
+    if (half) {
+      const [field, high] = half;
+      q[field] = high ? setHigh(q[field], value) : setLow(q[field], value);
+      return;
+    }
     switch (offset) {
       case MMIO.QueueNum:
         try {
@@ -133,24 +139,6 @@ export class MmioDevice implements MmioHandler {
         // §4.2.2.1: "The device MUST NOT access virtual queue contents when QueueReady is zero".
         if (!q.ready) rt.stopQueue(this.queueSel);
         return;
-      case MMIO.QueueDescLow:
-        q.desc = setLow(q.desc, value);
-        return;
-      case MMIO.QueueDescHigh:
-        q.desc = setHigh(q.desc, value);
-        return;
-      case MMIO.QueueDriverLow:
-        q.avail = setLow(q.avail, value);
-        return;
-      case MMIO.QueueDriverHigh:
-        q.avail = setHigh(q.avail, value);
-        return;
-      case MMIO.QueueDeviceLow:
-        q.used = setLow(q.used, value);
-        return;
-      case MMIO.QueueDeviceHigh:
-        q.used = setHigh(q.used, value);
-        return;
       default:
         this.out.warn(`mmio: write to read-only or unknown register 0x${offset.toString(16)}: ignored`);
     }
@@ -164,6 +152,16 @@ export class MmioDevice implements MmioHandler {
     if (this.runtime.status & Status.DRIVER_OK) this.runtime.notify(queue);
   }
 }
+
+/** §4.2.2: the 64-bit queue area addresses, written as low and high 32-bit halves. */
+const QUEUE_ADDRESS_HALVES: ReadonlyMap<number, readonly ['desc' | 'avail' | 'used', boolean]> = new Map([
+  [MMIO.QueueDescLow, ['desc', false]],
+  [MMIO.QueueDescHigh, ['desc', true]],
+  [MMIO.QueueDriverLow, ['avail', false]],
+  [MMIO.QueueDriverHigh, ['avail', true]],
+  [MMIO.QueueDeviceLow, ['used', false]],
+  [MMIO.QueueDeviceHigh, ['used', true]],
+] as const);
 
 const setLow = (addr: number, lo: number): number => Math.floor(addr / TWO_32) * TWO_32 + (lo >>> 0);
 const setHigh = (addr: number, hi: number): number => (hi >>> 0) * TWO_32 + (addr % TWO_32);
