@@ -11,7 +11,7 @@
  * is no fd: the front-end polls ([vhost-user "VHOST_USER_SET_VRING_CALL"]).
  */
 import type { DeviceQueue } from '../virtio/device-queue.js';
-import { native, type Watch } from './native/index.js';
+import { loadNative, native, type Watch } from './native/index.js';
 import { closeQuietly } from './message-channel.js';
 
 /** How often a ring without a kick fd (polling mode) is looked at. */
@@ -79,7 +79,7 @@ export class Vring {
         }
         if (!ev.readable) return;
         try {
-          if (native.eventfdRead(fd) === null) return; // spurious wakeup
+          if (loadNative().eventfdRead(fd) === null) return; // spurious wakeup (raw addon: no wrapper on the kick path)
         } catch (e) {
           // Not an eventfd, or its writer is gone (a pipe at EOF stays readable forever):
           // stop watching it and poll the ring instead of spinning on it.
@@ -122,7 +122,7 @@ export class Vring {
   signalCall(): void {
     if (this.callFd === null) return;
     try {
-      native.eventfdWrite(this.callFd, 1);
+      loadNative().eventfdWrite(this.callFd, 1);
     } catch (e) {
       if (!this.callFailed) this.warn(`vring ${this.index}: writing the call fd failed: ${(e as Error).message}`);
       this.callFailed = true;

@@ -99,7 +99,7 @@ export class DescriptorChain {
    * Returns the count copied (less than into.length when the chain is shorter).
    */
   read(into: Uint8Array, offset = 0): number {
-    return gather(this.readable, into, offset);
+    return this.copy(0, this.readableCount, into, offset, false);
   }
 
   /**
@@ -107,38 +107,49 @@ export class DescriptorChain {
    * writable buffers. Returns the count written.
    */
   write(data: Uint8Array, offset = 0): number {
-    return scatter(this.writable, data, offset);
+    return this.copy(this.readableCount, this.readableCount + this.writableCount, data, offset, true);
   }
-}
 
-function gather(segments: readonly Uint8Array[], into: Uint8Array, offset: number): number {
-  let done = 0;
-  for (const seg of segments) {
-    if (done === into.length) break;
-    if (offset >= seg.length) {
-      offset -= seg.length;
-      continue;
+  /**
+   * Copies between `buf` and segments [first, end) straight from the stored (region, offset,
+   * length) triples: no view objects on the hot path. Short runs are copied bytewise, which
+   * is cheaper than making a subarray for them.
+   */
+  private copy(first: number, end: number, buf: Uint8Array, offset: number, toGuest: boolean): number {
+    let done = 0;
+    for (let i = first; i < end && done < buf.length; i++) {
+      if (this.seg0 === undefined) break; // revoked
+      let bytes: Uint8Array;
+      let off: number;
+      let len: number;
+      if (i === 0) {
+        bytes = this.seg0;
+        off = this.off0;
+        len = this.len0;
+      } else {
+        const m = this.more!;
+        const k = 3 * (i - 1);
+        bytes = m[k] as Uint8Array;
+        off = m[k + 1] as number;
+        len = m[k + 2] as number;
+      }
+      if (offset >= len) {
+        offset -= len;
+        continue;
+      }
+      const n = Math.min(len - offset, buf.length - done);
+      const at = off + offset;
+      if (n <= 64) {
+        if (toGuest) for (let b = 0; b < n; b++) bytes[at + b] = buf[done + b]!;
+        else for (let b = 0; b < n; b++) buf[done + b] = bytes[at + b]!;
+      } else if (toGuest) {
+        bytes.set(buf.subarray(done, done + n), at);
+      } else {
+        buf.set(bytes.subarray(at, at + n), done);
+      }
+      done += n;
+      offset = 0;
     }
-    const n = Math.min(seg.length - offset, into.length - done);
-    into.set(offset === 0 && n === seg.length ? seg : seg.subarray(offset, offset + n), done);
-    done += n;
-    offset = 0;
+    return done;
   }
-  return done;
-}
-
-function scatter(segments: readonly Uint8Array[], data: Uint8Array, offset: number): number {
-  let done = 0;
-  for (const seg of segments) {
-    if (done === data.length) break;
-    if (offset >= seg.length) {
-      offset -= seg.length;
-      continue;
-    }
-    const n = Math.min(seg.length - offset, data.length - done);
-    seg.set(done === 0 && n === data.length ? data : data.subarray(done, done + n), offset);
-    done += n;
-    offset = 0;
-  }
-  return done;
 }
