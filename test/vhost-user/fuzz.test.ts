@@ -12,9 +12,9 @@
  * Long runs: node scripts/fuzz.mjs --seconds N --target vhost-user-session
  */
 import assert from 'node:assert/strict';
-import { describe, it, test } from 'node:test';
+import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { readCorpus } from '../fuzz/corpus.js';
+import { registerFuzzTests } from '../fuzz/register.js';
 import { vhostUserTargets } from './fuzz-targets.js';
 import { answer, requestFor } from '../../src/devices/test/protocol.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
@@ -23,42 +23,7 @@ import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer } from './helpers.js';
 
-const budgetMs = Number(process.env.VU_FUZZ_BUDGET_MS ?? 16_000);
-const fixedSeed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
-
-for (const target of vhostUserTargets) {
-  test(`corpus replay: ${target.name}`, () => {
-    for (const { file, entry } of readCorpus(target.name)) {
-      assert.doesNotThrow(() => target.check(entry.input), `regression input ${file} (${entry.note})`);
-    }
-  });
-}
-
-for (const target of vhostUserTargets) {
-  test(`fuzz ${target.name}: ${target.description}`, (t) => {
-    const seed = fixedSeed ?? (Math.random() * 2 ** 31) | 0;
-    const limit = Math.floor(budgetMs / vhostUserTargets.length);
-    t.diagnostic(`seed ${seed}, ${limit} ms (replay with FUZZ_SEED=${seed})`);
-    const started = performance.now();
-    const details = fc.check(
-      fc.property(target.arbitrary, (input) => {
-        target.check(input);
-      }),
-      { seed, numRuns: 1_000_000_000, interruptAfterTimeLimit: limit, markInterruptAsFailure: false },
-    );
-    const secs = (performance.now() - started) / 1000;
-    t.diagnostic(`${details.numRuns} executions (${Math.round(details.numRuns / secs)} exec/s)`);
-    if (details.failed) {
-      const input = JSON.stringify(details.counterexample?.[0]);
-      assert.fail(
-        `${target.name} failed with seed ${seed} (path ${details.counterexamplePath}): ${(details.errorInstance as Error)?.message}\n` +
-          `counterexample: ${input.length > 4000 ? `${input.slice(0, 4000)}…` : input}\n` +
-          `store it with: node scripts/fuzz.mjs --target ${target.name} --seed ${seed} --seconds 5`,
-      );
-    }
-    assert.ok(details.numRuns > 0, 'no executions within the budget');
-  });
-}
+registerFuzzTests(vhostUserTargets, Number(process.env.VU_FUZZ_BUDGET_MS ?? 16_000));
 
 interface FuzzMessage {
   request: number;
