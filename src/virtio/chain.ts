@@ -1,8 +1,17 @@
 /**
  * A descriptor chain as the device sees it after validation: the head index, and the
- * buffer split into device-readable and device-writable segments (zero-copy views into
- * guest memory, already bounds-checked). §2.7.4, §2.7.5.
+ * buffer split into device-readable and device-writable segments, already bounds-checked
+ * against guest memory. §2.7.4, §2.7.5.
+ *
+ * The device reads the readable part and writes the writable part as two byte streams
+ * (offsets run across segment boundaries, as a descriptor split is invisible to the device,
+ * §2.7.4): bytes with read()/write(), little-endian fields (§1.4: virtio 1.x structures are
+ * little-endian) with readUint8/16/32 and writeUint8/16/32. None of these allocates: a field
+ * inside one segment is one DataView access on the guest region, the rare field split across
+ * two segments takes a byte-wise path.
  */
+import type { MemoryRegion } from './memory.js';
+
 export class DescriptorChain {
   /** Total bytes of all readable segments. */
   readableLength = 0;
@@ -11,16 +20,18 @@ export class DescriptorChain {
   /** Number of descriptors walked (including an indirect table's entries). */
   descriptorCount = 0;
   /**
-   * Validated segments, made into views only when first used (most chains are read and
-   * written through read()/write(), and a view per descriptor costs more than the walk):
-   * the first inline, the rest as [bytes, offset, length] triples.
+   * Segments as parallel arrays (readable ones first, §2.7.4.2): the guest region, the offset
+   * inside it and the length. They keep their capacity across refill(), so a chain object the
+   * queue reuses allocates nothing; views are made only if `readable`/`writable` are asked for.
    */
-  private seg0: Uint8Array | undefined;
-  private off0 = 0;
-  private len0 = 0;
-  private more: (Uint8Array | number)[] | undefined;
+  private readonly regions: MemoryRegion[] = [];
+  private readonly offsets: number[] = [];
+  private readonly lengths: number[] = [];
   private readableCount = 0;
   private writableCount = 0;
+  private revoked = false;
+  /** In-region byte offset found by the last locate(). */
+  private at = 0;
   private views: [Uint8Array[], Uint8Array[]] | undefined;
 
   constructor(
@@ -34,23 +45,26 @@ export class DescriptorChain {
     this.readableLength = 0;
     this.writableLength = 0;
     this.descriptorCount = 0;
-    this.seg0 = undefined;
-    this.more = undefined;
     this.readableCount = 0;
     this.writableCount = 0;
+    this.revoked = false;
     this.views = undefined;
     return this;
   }
 
   /** @internal (DeviceQueue) a segment already bounds-checked inside `region`. */
-  addSegment(region: Uint8Array, offset: number, len: number, writable: boolean): void {
-    if (this.seg0 === undefined) {
-      this.seg0 = region;
-      this.off0 = offset;
-      this.len0 = len;
-    } else (this.more ??= []).push(region, offset, len);
-    if (writable) this.writableCount++;
-    else this.readableCount++;
+  addSegment(region: MemoryRegion, offset: number, len: number, writable: boolean): void {
+    const i = this.readableCount + this.writableCount;
+    this.regions[i] = region;
+    this.offsets[i] = offset;
+    this.lengths[i] = len;
+    if (writable) {
+      this.writableCount++;
+      this.writableLength += len;
+    } else {
+      this.readableCount++;
+      this.readableLength += len;
+    }
   }
 
   /** The device-readable segments, in order: zero-copy views into guest memory. */
@@ -70,27 +84,24 @@ export class DescriptorChain {
   private makeViews(): [Uint8Array[], Uint8Array[]] {
     const r: Uint8Array[] = [];
     const w: Uint8Array[] = [];
-    if (this.seg0 !== undefined) {
-      (this.readableCount > 0 ? r : w).push(this.seg0.subarray(this.off0, this.off0 + this.len0));
-      const s = this.more ?? [];
-      for (let i = 0; i < s.length; i += 3) {
-        const bytes = s[i] as Uint8Array;
-        const off = s[i + 1] as number;
-        (i / 3 + 1 < this.readableCount ? r : w).push(bytes.subarray(off, off + (s[i + 2] as number)));
-      }
+    const n = this.readableCount + this.writableCount;
+    for (let i = 0; i < n; i++) {
+      const off = this.offsets[i]!;
+      (i < this.readableCount ? r : w).push(this.regions[i]!.bytes.subarray(off, off + this.lengths[i]!));
     }
     return [r, w];
   }
 
   /**
    * Takes the buffers away from the device: after a reset or a ring stop they belong to the
-   * driver again, so a device model that answers late must not touch them. Later reads and
-   * writes through this chain do nothing (a model that kept its own references to the
-   * segment views is outside this guard; models should use read()/write()).
+   * driver again, so a device model that answers late must not touch them. Later reads copy
+   * nothing (fields read as 0) and later writes are dropped (a model that kept its own
+   * references to the segment views is outside this guard; models should use the accessors).
    */
   revoke(): void {
-    this.seg0 = undefined;
-    this.more = undefined;
+    this.revoked = true;
+    this.readableCount = 0;
+    this.writableCount = 0;
     this.views = [[], []];
   }
 
@@ -99,6 +110,7 @@ export class DescriptorChain {
    * Returns the count copied (less than into.length when the chain is shorter).
    */
   read(into: Uint8Array, offset = 0): number {
+    checkOffset(offset);
     return this.copy(0, this.readableCount, into, offset, false);
   }
 
@@ -107,38 +119,100 @@ export class DescriptorChain {
    * writable buffers. Returns the count written.
    */
   write(data: Uint8Array, offset = 0): number {
+    checkOffset(offset);
     return this.copy(this.readableCount, this.readableCount + this.writableCount, data, offset, true);
   }
 
+  /** The little-endian u8/u16/u32 at `offset` of the readable bytes. RangeError past the end. */
+  readUint8(offset: number): number {
+    const s = this.locate(0, this.readableCount, offset, 1);
+    return s >= 0 ? this.regions[s]!.bytes[this.at]! : this.readSlow(offset, 1);
+  }
+  readUint16(offset: number): number {
+    const s = this.locate(0, this.readableCount, offset, 2);
+    return s >= 0 ? this.regions[s]!.view.getUint16(this.at, true) : this.readSlow(offset, 2);
+  }
+  readUint32(offset: number): number {
+    const s = this.locate(0, this.readableCount, offset, 4);
+    return s >= 0 ? this.regions[s]!.view.getUint32(this.at, true) : this.readSlow(offset, 4);
+  }
+
+  /** Stores `value` little-endian at `offset` of the writable bytes. RangeError past the end. */
+  writeUint8(offset: number, value: number): void {
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 1);
+    if (s >= 0) this.regions[s]!.bytes[this.at] = value;
+    else this.writeSlow(offset, 1, value);
+  }
+  writeUint16(offset: number, value: number): void {
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 2);
+    if (s >= 0) this.regions[s]!.view.setUint16(this.at, value, true);
+    else this.writeSlow(offset, 2, value);
+  }
+  writeUint32(offset: number, value: number): void {
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 4);
+    if (s >= 0) this.regions[s]!.view.setUint32(this.at, value, true);
+    else this.writeSlow(offset, 4, value);
+  }
+
   /**
-   * Copies between `buf` and segments [first, end) straight from the stored (region, offset,
-   * length) triples: no view objects on the hot path. Short runs are copied bytewise, which
-   * is cheaper than making a subarray for them.
+   * The segment in [first, end) holding all `size` bytes at stream offset `offset` (its
+   * in-region position left in `this.at`), or -1 if they run past the end or straddle a
+   * segment boundary (the slow paths handle both).
+   */
+  private locate(first: number, end: number, offset: number, size: number): number {
+    if (offset >>> 0 !== offset) return -1; // negative, fractional or huge: the slow path says so
+    for (let i = first; i < end; i++) {
+      const len = this.lengths[i]!;
+      if (offset < len) {
+        if (size > len - offset) return -1;
+        this.at = this.offsets[i]! + offset;
+        return i;
+      }
+      offset -= len;
+    }
+    return -1;
+  }
+
+  /** A field split across segments (read byte by byte), or a RangeError. */
+  private readSlow(offset: number, size: number): number {
+    checkOffset(offset);
+    if (this.revoked) return 0;
+    const b = SCRATCH;
+    if (this.read(b.subarray(0, size), offset) !== size) {
+      throw new RangeError(`read of ${size} bytes at ${offset} is past the chain's ${this.readableLength} readable bytes`);
+    }
+    let value = 0;
+    for (let k = size - 1; k >= 0; k--) value = value * 256 + b[k]!;
+    return value;
+  }
+
+  private writeSlow(offset: number, size: number, value: number): void {
+    checkOffset(offset);
+    if (this.revoked) return;
+    if (offset + size > this.writableLength) {
+      throw new RangeError(`write of ${size} bytes at ${offset} is past the chain's ${this.writableLength} writable bytes`);
+    }
+    const b = SCRATCH;
+    for (let k = 0; k < size; k++) b[k] = value >>> (8 * k);
+    this.write(b.subarray(0, size), offset);
+  }
+
+  /**
+   * Copies between `buf` and segments [first, end) straight from the stored segments: no view
+   * objects on the hot path. Short runs are copied bytewise, which is cheaper than making a
+   * subarray for them.
    */
   private copy(first: number, end: number, buf: Uint8Array, offset: number, toGuest: boolean): number {
     let done = 0;
     for (let i = first; i < end && done < buf.length; i++) {
-      if (this.seg0 === undefined) break; // revoked
-      let bytes: Uint8Array;
-      let off: number;
-      let len: number;
-      if (i === 0) {
-        bytes = this.seg0;
-        off = this.off0;
-        len = this.len0;
-      } else {
-        const m = this.more!;
-        const k = 3 * (i - 1);
-        bytes = m[k] as Uint8Array;
-        off = m[k + 1] as number;
-        len = m[k + 2] as number;
-      }
+      const len = this.lengths[i]!;
       if (offset >= len) {
         offset -= len;
         continue;
       }
+      const bytes = this.regions[i]!.bytes;
       const n = Math.min(len - offset, buf.length - done);
-      const at = off + offset;
+      const at = this.offsets[i]! + offset;
       if (n <= 64) {
         if (toGuest) for (let b = 0; b < n; b++) bytes[at + b] = buf[done + b]!;
         else for (let b = 0; b < n; b++) buf[done + b] = bytes[at + b]!;
@@ -152,4 +226,12 @@ export class DescriptorChain {
     }
     return done;
   }
+}
+
+/** A field split across segments goes through here (one thread per isolate: never shared). */
+const SCRATCH = new Uint8Array(4);
+
+/** Stream offsets are byte counts: a negative or fractional one would address outside the buffer. */
+function checkOffset(offset: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`chain offset ${offset} is not a byte offset`);
 }

@@ -252,17 +252,12 @@ export class DeviceQueue {
   private addSegment(chain: DescriptorChain, addr: number, len: number, flags: number): void {
     // §2.7.5: a descriptor describes a buffer; one of 0 bytes describes none (refused, as QEMU does).
     if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.7.5');
-    const r = this.memory.region(addr, len); // bounds check (MEM_OUT_OF_RANGE), no view made yet
-    if (flags & DescFlags.WRITE) {
-      chain.addSegment(r.bytes, addr - r.guestAddr, len, true);
-      chain.writableLength += len;
-    } else {
-      if (chain.hasWritable) {
-        fail('DESC_READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', '§2.7.4.2');
-      }
-      chain.addSegment(r.bytes, addr - r.guestAddr, len, false);
-      chain.readableLength += len;
+    const r = this.memory.region(addr, len); // bounds check (MEM_OUT_OF_RANGE), no view made
+    const writable = (flags & DescFlags.WRITE) !== 0;
+    if (!writable && chain.hasWritable) {
+      fail('DESC_READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', '§2.7.4.2');
     }
+    chain.addSegment(r, addr - r.guestAddr, len, writable);
     if (chain.readableLength + chain.writableLength > U32_LIMIT) {
       fail('DESC_CHAIN_TOO_LONG', 'chain is longer than 2^32 bytes in total', '§2.7.5.2');
     }

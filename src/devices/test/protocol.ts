@@ -23,6 +23,15 @@ export const CONFIG_NUM_PAGES = 0;
 export const CONFIG_ACTUAL = 4;
 export const CONFIG_EVENT = 8;
 export const DEFAULT_QUEUE_SIZE = 128;
+/** Byte offsets of the fields in the request and in the response. */
+export const REQUEST_TYPE = 0;
+export const REQUEST_ARG1 = 4;
+export const REQUEST_ARG2 = 8;
+export const REQUEST_ARG3 = 12;
+export const REQUEST_ARG4 = 16;
+export const RESPONSE_RET = 0;
+export const RESPONSE_ARG1 = 4;
+export const RESPONSE_ARG2 = 8;
 /** The text the seed's driver sends in arg4. */
 export const GREETING = 'hello back end!';
 
@@ -58,49 +67,39 @@ export function answer(req: TestRequest): TestResponse {
   };
 }
 
-/**
- * answer() from the request's bytes straight into the response's bytes, allocating nothing:
- * the device's hot path (`request` ≥ 48 bytes, `response` ≥ 12 bytes).
- */
-export function writeAnswer(request: DataView, response: DataView): void {
-  response.setUint32(0, (request.getUint32(4, true) + ANSWER_OFFSET) >>> 0, true);
-  response.setUint32(4, (request.getUint32(8, true) + ANSWER_OFFSET) >>> 0, true);
-  response.setUint32(8, (request.getUint32(12, true) + ANSWER_OFFSET) >>> 0, true);
-}
-
 export function encodeRequest(req: TestRequest, into: Uint8Array = new Uint8Array(REQUEST_SIZE)): Uint8Array {
   const v = new DataView(into.buffer, into.byteOffset, REQUEST_SIZE);
-  v.setUint32(0, req.type, true);
-  v.setUint32(4, req.arg1, true);
-  v.setUint32(8, req.arg2, true);
-  v.setUint32(12, req.arg3, true);
-  into.fill(0, 16, REQUEST_SIZE);
-  into.set(req.arg4.subarray(0, ARG4_SIZE), 16);
+  v.setUint32(REQUEST_TYPE, req.type, true);
+  v.setUint32(REQUEST_ARG1, req.arg1, true);
+  v.setUint32(REQUEST_ARG2, req.arg2, true);
+  v.setUint32(REQUEST_ARG3, req.arg3, true);
+  into.fill(0, REQUEST_ARG4, REQUEST_SIZE);
+  into.set(req.arg4.subarray(0, ARG4_SIZE), REQUEST_ARG4);
   return into;
 }
 
 export function decodeRequest(bytes: Uint8Array): TestRequest {
   const v = new DataView(bytes.buffer, bytes.byteOffset, REQUEST_SIZE);
   return {
-    type: v.getUint32(0, true),
-    arg1: v.getUint32(4, true),
-    arg2: v.getUint32(8, true),
-    arg3: v.getUint32(12, true),
-    arg4: bytes.slice(16, 16 + ARG4_SIZE),
+    type: v.getUint32(REQUEST_TYPE, true),
+    arg1: v.getUint32(REQUEST_ARG1, true),
+    arg2: v.getUint32(REQUEST_ARG2, true),
+    arg3: v.getUint32(REQUEST_ARG3, true),
+    arg4: bytes.slice(REQUEST_ARG4, REQUEST_ARG4 + ARG4_SIZE),
   };
 }
 
 export function encodeResponse(resp: TestResponse, into: Uint8Array = new Uint8Array(RESPONSE_SIZE)): Uint8Array {
   const v = new DataView(into.buffer, into.byteOffset, RESPONSE_SIZE);
-  v.setUint32(0, resp.ret, true);
-  v.setUint32(4, resp.arg1, true);
-  v.setUint32(8, resp.arg2, true);
+  v.setUint32(RESPONSE_RET, resp.ret, true);
+  v.setUint32(RESPONSE_ARG1, resp.arg1, true);
+  v.setUint32(RESPONSE_ARG2, resp.arg2, true);
   return into;
 }
 
 export function decodeResponse(bytes: Uint8Array): TestResponse {
   const v = new DataView(bytes.buffer, bytes.byteOffset, RESPONSE_SIZE);
-  return { ret: v.getUint32(0, true), arg1: v.getUint32(4, true), arg2: v.getUint32(8, true) };
+  return { ret: v.getUint32(RESPONSE_RET, true), arg1: v.getUint32(RESPONSE_ARG1, true), arg2: v.getUint32(RESPONSE_ARG2, true) };
 }
 
 /**
