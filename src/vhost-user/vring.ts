@@ -4,8 +4,8 @@
  * its two independent states ([vhost-user "Ring states"]): started/stopped and
  * enabled/disabled. The session decides when the ring runs; this class owns the fds.
  *
- * Kick: the kick eventfd is watched on the event loop; each readable event is read (which
- * resets the counter) and reported. With the invalid-fd flag the front-end will not kick:
+ * Kick: the kick eventfd is watched on the event loop; the addon reads it (which resets the
+ * counter) and reports each kick. With the invalid-fd flag the front-end will not kick:
  * the ring is polled on a timer instead ([vhost-user "VHOST_USER_SET_VRING_KICK"]).
  * Call / err: written with eventfd semantics (8-byte add). With the invalid-fd flag there
  * is no fd: the front-end polls ([vhost-user "VHOST_USER_SET_VRING_CALL"]).
@@ -70,21 +70,12 @@ export class Vring {
     this.kickFd = fd;
     if (fd === null) return;
     try {
-      this.kickWatch = native.watch(fd, (err, ev) => {
+      // The addon reads the eventfd (resetting it) before calling back: one crossing per kick.
+      this.kickWatch = native.watchEventfd(fd, (err) => {
         if (err) {
-          this.warn(`vring ${this.index}: kick fd watch failed: ${err.message}; the ring is polled from now on`);
-          this.kickWatch?.stop();
-          this.kickWatch = null;
-          return;
-        }
-        if (!ev.readable) return;
-        try {
-          if (loadNative().eventfdRead(fd) === null) return; // spurious wakeup (raw addon: no wrapper on the kick path)
-        } catch (e) {
-          // Not an eventfd, or its writer is gone (a pipe at EOF stays readable forever):
-          // stop watching it and poll the ring instead of spinning on it.
-          this.warn(`vring ${this.index}: kick fd ${fd} is not a usable eventfd (${(e as Error).message}); the ring is polled from now on`);
-          this.kickWatch?.stop();
+          // Not an eventfd, or its writer is gone (a pipe at EOF stays readable forever), or
+          // the poll failed: the watch has ended; poll the ring instead of spinning on the fd.
+          this.warn(`vring ${this.index}: kick fd ${fd} is not a usable eventfd (${err.message}); the ring is polled from now on`);
           this.kickWatch = null;
           this.setPolling(this.started);
         }

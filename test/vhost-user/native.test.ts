@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { addonPath, native, type WatchEvents } from '../../src/vhost-user/native/index.js';
+import { addonPath, native, type NativeError, type WatchEvents } from '../../src/vhost-user/native/index.js';
 
 const indexUrl = new URL('../../src/vhost-user/native/index.js', import.meta.url).href;
 
@@ -263,6 +263,41 @@ test('watch: stop() inside its own callback is safe', async () => {
   assert.equal(calls, 1);
   assert.equal(w.active, false);
   native.close(efd);
+});
+
+test('watchEventfd reads the counter before calling back; an fd that is not an eventfd ends the watch with an error', async () => {
+  const efd = native.eventfd(0, false);
+  const seen: number[] = [];
+  let wake: () => void = () => {};
+  const w = native.watchEventfd(efd, (err, count) => {
+    assert.equal(err, null);
+    seen.push(count);
+    wake();
+  });
+  for (const n of [3, 1, 7]) {
+    const fired = new Promise<void>((resolve) => (wake = resolve));
+    native.eventfdWrite(efd, n);
+    await fired;
+  }
+  assert.deepEqual(seen, [3, 1, 7], 'each callback gets the count, and the counter was reset');
+  assert.equal(native.eventfdRead(efd), null, 'nothing left to read');
+  await sleep(30);
+  assert.equal(seen.length, 3, 'a drained counter does not call again (level-triggered poll, no spin)');
+  w.stop();
+  native.close(efd);
+
+  // A hung-up socket is readable forever but reads 0 bytes: reported once, then the watch is over.
+  const [a, b] = native.socketPair();
+  native.close(b);
+  const errors: NativeError[] = [];
+  const bad = native.watchEventfd(a, (err) => {
+    if (err) errors.push(err);
+  });
+  await sleep(60);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!.message, /not a usable eventfd/);
+  assert.equal(bad.active, false);
+  native.close(a);
 });
 
 test('watch reports disconnect; one watch per fd; Watch objects come only from watch()', async () => {

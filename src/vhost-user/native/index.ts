@@ -51,6 +51,12 @@ export interface WatchEvents {
 /** Callback of {@link Native.watch}. After a call with an error, the watch is stopped. */
 export type WatchCallback = (err: NativeError | null, events: WatchEvents) => void;
 
+/**
+ * Callback of {@link Native.watchEventfd}: `count` is the counter value read (and reset)
+ * before the call, always ≥ 1 when `err` is null. After a call with an error, the watch is stopped.
+ */
+export type EventfdWatchCallback = (err: NativeError | null, count: number) => void;
+
 /** A running fd watch (a uv_poll handle on the creating thread's loop). */
 export interface Watch {
   /** The watched fd. */
@@ -148,6 +154,14 @@ export interface Native {
    * automatically when the thread's environment is torn down.
    */
   watch(fd: number, callback: WatchCallback): Watch;
+  /**
+   * {@link watch} for an eventfd, with the read done in the addon: on each readiness the
+   * counter is read and reset, then `callback(null, count)` runs; a wakeup that finds the
+   * counter at 0 calls nothing. One crossing into JS per notification and no second call
+   * into the addon (the vhost-user kick path). A read that fails (the fd is not an
+   * eventfd, e.g. a pipe at EOF) is reported as the error and ends the watch.
+   */
+  watchEventfd(fd: number, callback: EventfdWatchCallback): Watch;
   /** The system page size. */
   readonly pageSize: number;
   /**
@@ -230,6 +244,7 @@ const functionNames = [
   'eventfdRead',
   'eventfdWrite',
   'watch',
+  'watchEventfd',
 ] as const satisfies readonly (keyof Native)[];
 
 function makeLazy(): Native {

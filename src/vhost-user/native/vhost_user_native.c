@@ -956,6 +956,8 @@ typedef struct {
   napi_async_cleanup_hook_handle cleanup;
   int fd;
   bool closing;
+  /* watchEventfd(): the fd is read (its counter reset) here, before JS runs. */
+  bool eventfd_mode;
   int refs;
 } watch_t;
 
@@ -997,28 +999,57 @@ static void watch_finalize_wrap(napi_env env, void *data, void *hint) {
   watch_release(data);
 }
 
+/* watchEventfd(): reads the counter in C, so the JS callback gets (null, count)
+ * and costs no second call into the addon. Returns the count, 0 for a spurious
+ * wakeup (EAGAIN: nothing to report), or a negative errno (EINVAL: not an
+ * eventfd, e.g. a pipe at EOF, whose readiness would never clear). */
+static int64_t watch_read_eventfd(int fd) {
+  uint64_t value;
+  ssize_t n;
+  do n = read(fd, &value, sizeof value);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  if (n != (ssize_t)sizeof value) return -EINVAL;
+  return value > (uint64_t)MAX_SAFE_INTEGER ? (int64_t)MAX_SAFE_INTEGER : (int64_t)value;
+}
+
 static void watch_on_poll(uv_poll_t *handle, int status, int events) {
   watch_t *w = handle->data;
   if (w->closing) return;
+  int64_t count = 0;
+  if (w->eventfd_mode && status >= 0) {
+    count = watch_read_eventfd(w->fd);
+    if (count == 0) return; /* spurious: the counter was already 0 */
+  }
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
 
   napi_value argv[2], global, cb, result;
-  bool ok = napi_create_object(env, &argv[1]) == napi_ok;
-  if (ok) {
-    set_bool(env, argv[1], "readable", status >= 0 && (events & UV_READABLE) != 0);
-    set_bool(env, argv[1], "disconnect", status >= 0 && (events & UV_DISCONNECT) != 0);
+  bool ok;
+  bool failed = status < 0 || count < 0;
+  if (w->eventfd_mode) {
+    ok = napi_create_double(env, count > 0 ? (double)count : 0, &argv[1]) == napi_ok;
+  } else {
+    ok = napi_create_object(env, &argv[1]) == napi_ok;
+    if (ok) {
+      set_bool(env, argv[1], "readable", status >= 0 && (events & UV_READABLE) != 0);
+      set_bool(env, argv[1], "disconnect", status >= 0 && (events & UV_DISCONNECT) != 0);
+    }
   }
   if (status < 0) {
     char call[48];
     snprintf(call, sizeof call, "uv_poll(fd %d)", w->fd);
     argv[0] = make_uv_error(env, status, call);
-    /* libuv would keep reporting the error: stop polling now. */
-    uv_poll_stop(&w->poll);
+  } else if (count < 0) {
+    char what[64];
+    snprintf(what, sizeof what, "fd %d is not a usable eventfd", w->fd);
+    argv[0] = make_errno_error(env, (int)-count, "read", what);
   } else {
     argv[0] = null_value(env);
   }
+  /* libuv would keep reporting an error, and a non-eventfd stays readable: stop now. */
+  if (failed) uv_poll_stop(&w->poll);
   ok = ok && argv[0] != NULL && napi_get_global(env, &global) == napi_ok &&
        napi_get_reference_value(env, w->callback, &cb) == napi_ok && cb != NULL;
   if (ok) {
@@ -1034,7 +1065,7 @@ static void watch_on_poll(uv_poll_t *handle, int status, int events) {
     /* Report through process 'uncaughtException' (or a worker's 'error'). */
     if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
   }
-  if (status < 0) watch_close(w); /* an error ends the watch */
+  if (failed) watch_close(w); /* an error ends the watch */
   napi_close_handle_scope(env, scope);
 }
 
@@ -1088,7 +1119,7 @@ static napi_value WatchConstructor(napi_env env, napi_callback_info info) {
   return self;
 }
 
-static napi_value Watch(napi_env env, napi_callback_info info) {
+static napi_value start_watch(napi_env env, napi_callback_info info, bool eventfd_mode) {
   napi_value argv[2], obj, ctor, name, fdval;
   int fd;
   napi_valuetype t;
@@ -1121,6 +1152,7 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
   w->poll.data = w;
   w->env = env;
   w->fd = fd;
+  w->eventfd_mode = eventfd_mode;
   w->refs = 1; /* the open handle's; any failure below closes it, freeing w */
 
   const char *failed = NULL;
@@ -1152,6 +1184,18 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return obj;
+}
+
+static napi_value Watch(napi_env env, napi_callback_info info) {
+  return start_watch(env, info, false);
+}
+
+/* watchEventfd(fd, callback): like watch(), for an eventfd: each readiness is
+ * read (resetting the counter) before the callback runs with (null, count);
+ * a spurious wakeup calls nothing. A read that fails (not an eventfd) is
+ * reported as an error and ends the watch. */
+static napi_value WatchEventfd(napi_env env, napi_callback_info info) {
+  return start_watch(env, info, true);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1220,6 +1264,7 @@ NAPI_MODULE_INIT() {
       FN("eventfdRead", EventfdRead),
       FN("eventfdWrite", EventfdWrite),
       FN("watch", Watch),
+      FN("watchEventfd", WatchEventfd),
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
       {"externalArrayBuffers", NULL, NULL, NULL, NULL, ext, napi_enumerable, NULL},
   };
