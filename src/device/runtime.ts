@@ -55,6 +55,8 @@ export class DeviceRuntime {
   private active: (DeviceQueue | null)[];
   /** Chains a device model is still answering (asynchronously), per queue: revoked when the queue stops. */
   private held: Set<DescriptorChain>[];
+  /** Per queue, a chain object the model is done with, refilled by the next pop (no allocation per kick). */
+  private spare: (DescriptorChain | undefined)[];
   private readonly context: DeviceContext;
 
   constructor(
@@ -67,6 +69,7 @@ export class DeviceRuntime {
     this.queues = device.queueMaxSizes.map((maxSize) => ({ maxSize, size: maxSize, desc: 0, avail: 0, used: 0, ready: false }));
     this.active = this.queues.map(() => null);
     this.held = this.queues.map(() => new Set());
+    this.spare = this.queues.map(() => undefined);
     const runtime = this;
     this.context = {
       memory,
@@ -261,14 +264,12 @@ export class DeviceRuntime {
         q.disableNotifications();
         // A chain answered synchronously is done with (handleChain's contract), so its object
         // is refilled for the next one; a chain the model answers later is never reused.
-        let spare: DescriptorChain | undefined;
         let chain: DescriptorChain | null;
-        while ((chain = q.pop(spare)) !== null) {
+        while ((chain = q.pop(this.spare[index])) !== null) {
+          this.spare[index] = undefined;
           if (this.serveChain(index, q, chain)) {
             completed++;
-            spare = chain;
-          } else {
-            spare = undefined;
+            this.spare[index] = chain;
           }
         }
       } catch (e) {

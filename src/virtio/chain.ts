@@ -123,33 +123,60 @@ export class DescriptorChain {
     return this.copy(this.readableCount, this.readableCount + this.writableCount, data, offset, true);
   }
 
-  /** The little-endian u8/u16/u32 at `offset` of the readable bytes. RangeError past the end. */
+  /**
+   * The little-endian u8/u16/u32 at `offset` of the readable bytes. RangeError past the end.
+   * A field inside the first segment (the usual request header) is one DataView access.
+   */
   readUint8(offset: number): number {
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset < this.lengths[0]!) {
+      return this.regions[0]!.bytes[this.offsets[0]! + offset]!;
+    }
     const s = this.locate(0, this.readableCount, offset, 1);
     return s >= 0 ? this.regions[s]!.bytes[this.at]! : this.readSlow(offset, 1);
   }
   readUint16(offset: number): number {
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 2 <= this.lengths[0]!) {
+      return this.regions[0]!.view.getUint16(this.offsets[0]! + offset, true);
+    }
     const s = this.locate(0, this.readableCount, offset, 2);
     return s >= 0 ? this.regions[s]!.view.getUint16(this.at, true) : this.readSlow(offset, 2);
   }
   readUint32(offset: number): number {
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 4 <= this.lengths[0]!) {
+      return this.regions[0]!.view.getUint32(this.offsets[0]! + offset, true);
+    }
     const s = this.locate(0, this.readableCount, offset, 4);
     return s >= 0 ? this.regions[s]!.view.getUint32(this.at, true) : this.readSlow(offset, 4);
   }
 
   /** Stores `value` little-endian at `offset` of the writable bytes. RangeError past the end. */
   writeUint8(offset: number, value: number): void {
-    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 1);
+    const w = this.readableCount;
+    if (this.writableCount !== 0 && offset >>> 0 === offset && offset < this.lengths[w]!) {
+      this.regions[w]!.bytes[this.offsets[w]! + offset] = value;
+      return;
+    }
+    const s = this.locate(w, w + this.writableCount, offset, 1);
     if (s >= 0) this.regions[s]!.bytes[this.at] = value;
     else this.writeSlow(offset, 1, value);
   }
   writeUint16(offset: number, value: number): void {
-    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 2);
+    const w = this.readableCount;
+    if (this.writableCount !== 0 && offset >>> 0 === offset && offset + 2 <= this.lengths[w]!) {
+      this.regions[w]!.view.setUint16(this.offsets[w]! + offset, value, true);
+      return;
+    }
+    const s = this.locate(w, w + this.writableCount, offset, 2);
     if (s >= 0) this.regions[s]!.view.setUint16(this.at, value, true);
     else this.writeSlow(offset, 2, value);
   }
   writeUint32(offset: number, value: number): void {
-    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 4);
+    const w = this.readableCount;
+    if (this.writableCount !== 0 && offset >>> 0 === offset && offset + 4 <= this.lengths[w]!) {
+      this.regions[w]!.view.setUint32(this.offsets[w]! + offset, value, true);
+      return;
+    }
+    const s = this.locate(w, w + this.writableCount, offset, 4);
     if (s >= 0) this.regions[s]!.view.setUint32(this.at, value, true);
     else this.writeSlow(offset, 4, value);
   }
