@@ -6,16 +6,17 @@
  * front-end at a time, one queue; written from the protocol document (QEMU
  * docs/interop/vhost-user.rst) and virtio 1.2 §2.7, not derived from any other back-end.
  *
- *   vhost-user-ref-backend --socket PATH [--ready-fd N] [--queue-size N]
+ *   vhost-user-ref-backend --socket PATH [--ready-fd N] [--queue-size N] [--publish-batch N]
  *
  * Prints "vhost-user-ref-backend: listening on PATH" once listening. SIGINT/SIGTERM remove
  * the socket and exit.
  *
  * Device: for each chain, reads the 48-byte request {type, arg1, arg2, arg3, arg4[32]} from
  * the readable part and writes {arg1+100, arg2+100, arg3+100} to the writable part (used
- * length 12). Direct and indirect chains, EVENT_IDX or flags-based suppression, used
- * elements published once per pass and at most one call per pass (what the TypeScript
- * runtime does, so both do the same protocol work per request).
+ * length 12). Direct and indirect chains, EVENT_IDX or flags-based suppression; used.idx
+ * published (and a call considered) every --publish-batch chains within a pass (default 32,
+ * 0: once per pass), the rule of the TypeScript runtime, so both do the same protocol work
+ * per request.
  *
  * Requests: GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, BACKEND_REQ, CONFIG,
  * RESET_DEVICE), SET_OWNER, RESET_OWNER, SET_BACKEND_REQ_FD, SET_MEM_TABLE,
@@ -97,6 +98,7 @@ static struct {
 	int nreg;
 	struct vring vq;
 	unsigned max_queue;
+	unsigned publish_batch;
 	uint8_t config[CONFIG_SIZE];
 	const char *socket_path;
 	unsigned long served;
@@ -257,20 +259,49 @@ static void device_error(const char *why)
 }
 
 /* Serve until the ring is empty with notifications re-enabled (§2.7.10). */
+/* Publish used.idx and send a used buffer notification if the driver wants one (§2.7.7.2). */
+static void publish(uint16_t *signalled)
+{
+	struct vring *v = &S.vq;
+	unsigned n = v->num;
+	volatile uint16_t *used_event = v->avail + 2 + n;
+	int notify;
+
+	__atomic_store_n(&v->used[1], v->used_idx, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (has(F_EVENT_IDX)) {
+		uint16_t ev = *used_event;
+		notify = (uint16_t)(v->used_idx - ev - 1) < (uint16_t)(v->used_idx - *signalled);
+	} else {
+		notify = !(v->avail[0] & AVAIL_F_NO_INTERRUPT);
+	}
+	*signalled = v->used_idx;
+	if (notify && v->call >= 0) {
+		uint64_t one = 1;
+		if (write(v->call, &one, 8) < 0 && errno != EAGAIN)
+			warnx("writing the call fd: %s", strerror(errno));
+	}
+}
+
+/*
+ * Serve until the ring is empty with notifications re-enabled (§2.7.10). Within a pass,
+ * used.idx is published every S.publish_batch chains (0: once at the end of the pass),
+ * the same rule as the TypeScript runtime (src/device/runtime.ts).
+ */
 static void process(void)
 {
 	struct vring *v = &S.vq;
 	unsigned n = v->num;
 	int eidx = has(F_EVENT_IDX);
 	volatile uint16_t *avail_event = (volatile uint16_t *)((volatile uint8_t *)v->used + 4 + 8 * n);
-	volatile uint16_t *used_event = v->avail + 2 + n;
 
 	if (!ring_runnable())
 		return;
 	for (;;) {
 		if (!eidx)
 			__atomic_store_n(&v->used[0], v->used[0] | USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
-		uint16_t old_used = v->used_idx, done = 0;
+		uint16_t signalled = v->used_idx;
+		unsigned done = 0;
 		uint16_t avail_idx;
 		while ((avail_idx = __atomic_load_n(&v->avail[1], __ATOMIC_ACQUIRE)) != v->last_avail) {
 			if ((uint16_t)(avail_idx - v->last_avail) > n)
@@ -285,25 +316,14 @@ static void process(void)
 				e[1] = (uint32_t)len;
 				v->used_idx++;
 				v->last_avail++;
-				done++;
+				if (++done == S.publish_batch) {
+					publish(&signalled);
+					done = 0;
+				}
 			}
 		}
-		if (done) {
-			__atomic_store_n(&v->used[1], v->used_idx, __ATOMIC_RELEASE);
-			__atomic_thread_fence(__ATOMIC_SEQ_CST);
-			int notify;
-			if (eidx) {
-				uint16_t ev = *used_event;
-				notify = (uint16_t)(v->used_idx - ev - 1) < (uint16_t)(v->used_idx - old_used);
-			} else {
-				notify = !(v->avail[0] & AVAIL_F_NO_INTERRUPT);
-			}
-			if (notify && v->call >= 0) {
-				uint64_t one = 1;
-				if (write(v->call, &one, 8) < 0 && errno != EAGAIN)
-					warnx("writing the call fd: %s", strerror(errno));
-			}
-		}
+		if (done)
+			publish(&signalled);
 		/* Re-enable notifications, then re-check (a buffer may have raced in). */
 		if (eidx)
 			*avail_event = v->last_avail;
@@ -699,6 +719,7 @@ int main(int argc, char **argv)
 {
 	int ready_fd = -1;
 	S.max_queue = 32768;
+	S.publish_batch = 32;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
 			S.socket_path = argv[++i];
@@ -706,15 +727,17 @@ int main(int argc, char **argv)
 			ready_fd = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--queue-size") && i + 1 < argc)
 			S.max_queue = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--publish-batch") && i + 1 < argc)
+			S.publish_batch = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--quiet"))
 			; /* never prints requests */
 		else {
-			fprintf(stderr, "usage: " NAME " --socket PATH [--ready-fd N] [--queue-size N]\n");
+			fprintf(stderr, "usage: " NAME " --socket PATH [--ready-fd N] [--queue-size N] [--publish-batch N]\n");
 			return 2;
 		}
 	}
 	if (!S.socket_path) {
-		fprintf(stderr, "usage: " NAME " --socket PATH [--ready-fd N] [--queue-size N]\n");
+		fprintf(stderr, "usage: " NAME " --socket PATH [--ready-fd N] [--queue-size N] [--publish-batch N]\n");
 		return 2;
 	}
 	S.vq.kick = S.vq.call = S.vq.err = -1;

@@ -11,6 +11,7 @@
 import { closeSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { VirtioTestDevice } from '../devices/test/device.js';
+import { DEFAULT_PUBLISH_BATCH } from '../device/runtime.js';
 import { VIRTIO_ID_TEST } from '../devices/test/protocol.js';
 import { serveDevice, type BackendServer } from '../vhost-user/backend-server.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
@@ -31,6 +32,8 @@ Options:
                       driver by its own configuration, e.g. virtio_uml.device=PATH:ID)
   --queue-size Q      the largest ring a front-end may set, a power of two ≤ ${MAX_QUEUE_SIZE} (default
                       ${DEFAULT_QUEUE_SIZE}: virtio_uml always uses 256-entry rings)
+  --publish-batch N   publish the used ring every N answers within a pass (default ${DEFAULT_PUBLISH_BATCH};
+                      0: once per pass). Smaller lets the driver recycle buffers sooner.
   --quiet             do not print the device's request lines
   --trace             print every vhost-user request received (to stderr)
   --ready-fd N        write "ready\\n" to file descriptor N once listening, then close it
@@ -57,6 +60,7 @@ function main(): void {
         socket: { type: 'string' },
         'device-id': { type: 'string' },
         'queue-size': { type: 'string' },
+        'publish-batch': { type: 'string' },
         quiet: { type: 'boolean' },
         trace: { type: 'boolean' },
         'ready-fd': { type: 'string' },
@@ -77,6 +81,7 @@ function main(): void {
   const deviceId = options.intOption('device-id', values['device-id'], VIRTIO_ID_TEST, isDeviceId, DEVICE_ID_RULE);
   const queueSize = options.intOption('queue-size', values['queue-size'], DEFAULT_QUEUE_SIZE, isQueueSize, QUEUE_SIZE_RULE);
   const readyFd = options.intOption('ready-fd', values['ready-fd'], -1, (n) => Number.isInteger(n) && n >= 3, 'a file descriptor number ≥ 3');
+  const publishBatch = options.intOption('publish-batch', values['publish-batch'], DEFAULT_PUBLISH_BATCH, (n) => Number.isSafeInteger(n) && n >= 0 && n <= MAX_QUEUE_SIZE, `a count in 0..${MAX_QUEUE_SIZE}`);
   const quiet = values.quiet ?? false;
 
   let server: BackendServer;
@@ -88,6 +93,7 @@ function main(): void {
       warn: (line) => process.stderr.write(`${NAME}: ${line}\n`),
       info: (line) => out(`${NAME}: ${line}`),
       maxQueueSize: queueSize,
+      publishBatch,
       ...(values.trace ? { trace: (line: string) => process.stderr.write(`${NAME}: trace: ${line}\n`) } : {}),
     });
   } catch (e) {

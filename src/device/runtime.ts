@@ -42,6 +42,24 @@ export interface QueueConfig {
   ready: boolean;
 }
 
+/**
+ * Default chains answered between two publications of used.idx within one pass. Publishing
+ * part of a long pass lets the driver take its answers and make new buffers available while
+ * the device goes on (the two sides then work at the same time instead of in turn); each
+ * publication costs an index store and a notification decision (§2.7.7.2), so not every chain.
+ */
+export const DEFAULT_PUBLISH_BATCH = 32;
+
+export interface DeviceRuntimeOptions {
+  /** Features offered; default the model's own plus the transport features this runtime implements. */
+  offeredFeatures?: bigint;
+  /**
+   * Publish used.idx (and decide about a notification) after every this many chains answered in
+   * a pass, and at its end; 0 publishes once per pass. Default {@link DEFAULT_PUBLISH_BATCH}.
+   */
+  publishBatch?: number;
+}
+
 export class DeviceRuntime {
   /** §2.1 device status. */
   status = 0;
@@ -58,14 +76,18 @@ export class DeviceRuntime {
   /** Per queue, a chain object the model is done with, refilled by the next pop (no allocation per kick). */
   private spare: (DescriptorChain | undefined)[];
   private readonly context: DeviceContext;
+  private readonly publishBatch: number;
 
   constructor(
     readonly device: VirtioDevice,
     readonly memory: GuestMemory,
     private readonly host: DeviceHost,
-    options: { offeredFeatures?: bigint } = {},
+    options: DeviceRuntimeOptions = {},
   ) {
     this.offeredFeatures = options.offeredFeatures ?? device.features | TRANSPORT_FEATURES;
+    const batch = options.publishBatch ?? DEFAULT_PUBLISH_BATCH;
+    if (!Number.isSafeInteger(batch) || batch < 0) throw new RangeError(`publishBatch ${batch} is not a count ≥ 0`);
+    this.publishBatch = batch === 0 ? Number.MAX_SAFE_INTEGER : batch;
     this.queues = device.queueMaxSizes.map((maxSize) => ({ maxSize, size: maxSize, desc: 0, avail: 0, used: 0, ready: false }));
     this.active = this.queues.map(() => null);
     this.held = this.queues.map(() => new Set());
@@ -253,11 +275,12 @@ export class DeviceRuntime {
   /**
    * Serves queue `index` until it is empty with notifications re-enabled (§2.7.10): kicks are
    * suppressed while we work, and the re-check after enabling catches buffers that raced in.
-   * Used elements of one pass are published together and cost at most one notification.
+   * Used elements are published every `publishBatch` chains and at the end of the pass, each
+   * publication with its own notification decision (§2.7.7.2).
    */
   private process(index: number, q: DeviceQueue): void {
     for (;;) {
-      let completed = 0;
+      let completed = 0; // answered and not yet published
       let failure: unknown;
       let more = false;
       try {
@@ -268,8 +291,11 @@ export class DeviceRuntime {
         while ((chain = q.pop(this.spare[index])) !== null) {
           this.spare[index] = undefined;
           if (this.serveChain(index, q, chain)) {
-            completed++;
             this.spare[index] = chain;
+            if (++completed === this.publishBatch) {
+              this.publish(index, q);
+              completed = 0;
+            }
           }
         }
       } catch (e) {

@@ -32,6 +32,8 @@ export interface ServeDeviceOptions {
   /** Largest ring size a front-end may set (power of two). Default 32768 (virtio 1.2 §2.7). */
   maxQueueSize?: number;
   maxMemSlots?: number;
+  /** Used-ring publication batch within a pass (DeviceRuntimeOptions.publishBatch). Default 32. */
+  publishBatch?: number;
   /** Each request received (debugging). Default: none. */
   trace?: (line: string) => void;
   /** Listen backlog. Default 4. */
@@ -110,6 +112,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
       warn,
       maxQueueSize,
       maxMemSlots: options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS,
+      ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),
       ...(options.trace ? { trace: options.trace } : {}),
       onClose: (reason) => {
         info(`front-end ${n} disconnected${reason ? ` (${reason})` : ''}`);

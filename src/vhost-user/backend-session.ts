@@ -103,6 +103,8 @@ export interface BackendSessionOptions {
   /** Largest ring size accepted by SET_VRING_NUM (power of two, ≤ 32768). */
   maxQueueSize: number;
   maxMemSlots?: number;
+  /** DeviceRuntimeOptions.publishBatch (default DEFAULT_PUBLISH_BATCH). */
+  publishBatch?: number;
   /** Every request received, one line each (for debugging front-ends). */
   trace?(line: string): void;
   /** Called once when the connection has ended and every resource is released. */
@@ -162,7 +164,7 @@ export class BackendSession {
       warn: (line) => options.warn(line),
       onDeviceError: (q) => this.signalDeviceError(q),
     };
-    this.runtime = new DeviceRuntime(this.device, this.memory, host);
+    this.runtime = new DeviceRuntime(this.device, this.memory, host, options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch });
     this.offeredFeatures = this.runtime.offeredFeatures | bit(VHOST_USER_F_PROTOCOL_FEATURES);
     this.vrings = options.device.queueMaxSizes.map(
       (_, i) => new Vring(i, (index) => this.kick(index), (line) => options.warn(line)),

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { VirtioTestDevice } from '../../src/devices/test/device.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
+import { packedLayout } from '../../src/virtio/split-ring.js';
 import { RAM, bringUp, harness } from '../helpers/runtime.js';
 
 const V1 = bit(FeatureBit.VERSION_1);
@@ -127,6 +128,31 @@ test('a rule broken mid-pass: chains answered earlier in the pass are still publ
   assert.ok(h.runtime.status & Status.NEEDS_RESET);
   assert.deepEqual(driver.getUsed(), { token: 1, len: 12 });
   assert.equal(driver.getUsed(), null);
+});
+
+test('a long pass publishes the used ring every publishBatch answers, each publication with its own notification decision', () => {
+  const size = 32; // room for 16 two-descriptor chains
+  const usedIdxAddr = packedLayout(RAM, size).used + 2;
+  for (const [publishBatch, expected] of [
+    [4, [4, 8, 10]],
+    [5, [5, 10]],
+    [0, [10]],
+    [32, [10]],
+  ] as const) {
+    const h = harness(new VirtioTestDevice({ print: false }), { publishBatch });
+    const seen: number[] = [];
+    h.onInterrupt = () => seen.push(h.memory.readU16(usedIdxAddr));
+    const driver = bringUp(h, undefined, size);
+    for (let i = 0; i < 10; i++) {
+      assert.ok(driver.add([{ addr: RAM + 0x8000 + 0x100 * i, len: 48 }], [{ addr: RAM + 0x8080 + 0x100 * i, len: 12 }], i, false));
+    }
+    driver.publish();
+    h.runtime.notify(0);
+    assert.deepEqual(seen, expected, `publishBatch ${publishBatch}: used.idx at each notification`);
+    for (let i = 0; i < 10; i++) assert.deepEqual(driver.getUsed(), { token: i, len: 12 });
+  }
+  assert.throws(() => harness(new VirtioTestDevice(), { publishBatch: -1 }), RangeError);
+  assert.throws(() => harness(new VirtioTestDevice(), { publishBatch: 1.5 }), RangeError);
 });
 
 test('a device answering after a reset cannot write into the buffers the driver got back', async () => {

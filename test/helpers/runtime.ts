@@ -1,6 +1,6 @@
 /** A DeviceRuntime with a recording host, and a driver queue on the same memory, in one thread. */
 import type { VirtioDevice } from '../../src/device/device.js';
-import { DeviceRuntime, type DeviceHost } from '../../src/device/runtime.js';
+import { DeviceRuntime, type DeviceHost, type DeviceRuntimeOptions } from '../../src/device/runtime.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { DriverQueue } from '../../src/virtio/driver-queue.js';
 import { GuestMemory } from '../../src/virtio/memory.js';
@@ -19,20 +19,25 @@ export interface Harness {
   logs: string[];
   warnings: string[];
   deviceErrors: unknown[];
+  /** Called on each used buffer notification, after it is recorded (to look at the ring then). */
+  onInterrupt?: (queue: number) => void;
 }
 
-export function harness(device: VirtioDevice): Harness {
+export function harness(device: VirtioDevice, options: DeviceRuntimeOptions = {}): Harness {
   const buffer = new SharedArrayBuffer(RAM_BYTES);
   const memory = new GuestMemory([{ guestAddr: RAM, size: RAM_BYTES, buffer }]);
   const h = { memory, bytes: new Uint8Array(buffer), interrupts: [], configInterrupts: 0, logs: [], warnings: [], deviceErrors: [] } as unknown as Harness;
   const host: DeviceHost = {
-    interrupt: (q) => h.interrupts.push(q),
+    interrupt: (q) => {
+      h.interrupts.push(q);
+      h.onInterrupt?.(q);
+    },
     configInterrupt: () => h.configInterrupts++,
     log: (l) => h.logs.push(l),
     warn: (l) => h.warnings.push(l),
     onDeviceError: (_q, e) => h.deviceErrors.push(e),
   };
-  h.runtime = new DeviceRuntime(device, memory, host);
+  h.runtime = new DeviceRuntime(device, memory, host, options);
   return h;
 }
 

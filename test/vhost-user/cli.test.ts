@@ -32,6 +32,8 @@ describe('virtio-test-backend CLI', () => {
     [[], /--socket PATH is required/],
     [['--socket', '/tmp/x.sock', '--queue-size', '100'], /--queue-size must be a power of two from 1 to 32768, got '100'/],
     [['--socket', '/tmp/x.sock', '--device-id', 'abc'], /--device-id must be an integer from 1 to 65535, got 'abc'/],
+    [['--socket', '/tmp/x.sock', '--publish-batch', '1.5'], /--publish-batch must be a count in 0..32768, got '1.5'/],
+    [['--socket', '/tmp/x.sock', '--publish-batch', '40000'], /--publish-batch must be a count in 0..32768, got '40000'/],
     [['--socket', '/tmp/x.sock', '--bogus'], /Unknown option '--bogus'/],
     [['--socket', `/tmp/${'x'.repeat(120)}.sock`], /too long for a Unix socket/],
   ] as const) {
