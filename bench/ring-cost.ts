@@ -3,11 +3,18 @@
  * (no cross-core traffic, so it is far steadier on a shared VM than the two-thread figures and
  * shows where the time goes). Batched as in ring.ts: driver add × 64 + publish, device
  * pop + addUsed × 64 + publishUsed, driver getUsed until empty; ns per buffer, best of 8.
+ * And the device path a vhost-user back-end runs per request: DeviceRuntime.notify over
+ * VirtioTestDevice (pop, answer in place, used element, publication), 128 virtio-test requests
+ * made available at once as indirect chains, ns per request.
  *
  *   node dist/bench/ring-cost.js
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { DeviceRuntime } from '../src/device/runtime.js';
+import { VirtioTestDevice } from '../src/devices/test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE } from '../src/devices/test/protocol.js';
+import { FeatureBit, Status, bit } from '../src/virtio/constants.js';
 import { DeviceQueue } from '../src/virtio/device-queue.js';
 import { DriverQueue, type Buffer } from '../src/virtio/driver-queue.js';
 import type { DescriptorChain } from '../src/virtio/chain.js';
@@ -60,17 +67,70 @@ function measure(buffers: number, trials: number): { best: number[]; all: number
   return { best: all.map((xs) => Math.min(...xs)), all };
 }
 
+/**
+ * ns per request of DeviceRuntime.notify over VirtioTestDevice (quiet), the vhost-user back-end's
+ * per-request work without the system calls. Guest memory is a plain ArrayBuffer, as the back-end's
+ * mmap'd regions are (not shared).
+ */
+function measureDevicePath(requests: number, trials: number): number[] {
+  const SIZE = 256;
+  const DEPTH = 128;
+  const buf = new ArrayBuffer(1 << 20);
+  const memory = new GuestMemory([{ guestAddr: 0x10000, size: buf.byteLength, buffer: buf }]);
+  const layout = packedLayout(0x10000, SIZE);
+  const rt = new DeviceRuntime(new VirtioTestDevice({ queueSize: SIZE, print: false }), memory, {
+    interrupt() {},
+    configInterrupt() {},
+    log() {},
+    warn(line) {
+      throw new Error(line);
+    },
+  });
+  rt.writeDriverFeatures(bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_EVENT_IDX) | bit(FeatureBit.RING_INDIRECT_DESC) | 1n);
+  Object.assign(rt.queues[0]!, { size: SIZE, desc: layout.desc, avail: layout.avail, used: layout.used, ready: true });
+  rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+  rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+  const drv = new DriverQueue<number>(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: true });
+  drv.disableCallbacks();
+  const outs: Buffer[][] = [];
+  const ins: Buffer[][] = [];
+  for (let i = 0; i < DEPTH; i++) {
+    outs.push([{ addr: 0x40000 + 64 * i, len: REQUEST_SIZE }]);
+    ins.push([{ addr: 0x60000 + 16 * i, len: RESPONSE_SIZE }]);
+  }
+  let t = 0;
+  const round = () => {
+    for (let i = 0; i < DEPTH; i++) drv.add(outs[i]!, ins[i]!, i, false);
+    drv.publish();
+    const a = process.hrtime.bigint();
+    rt.notify(0);
+    t += Number(process.hrtime.bigint() - a);
+    let n = 0;
+    while (drv.getUsedToken() !== undefined) n++;
+    if (n !== DEPTH) throw new Error(`device path: ${n} of ${DEPTH} requests answered`);
+  };
+  const rounds = Math.ceil(requests / DEPTH);
+  for (let i = 0; i < rounds / 5; i++) round(); // warm-up
+  const all: number[] = [];
+  for (let r = 0; r < trials; r++) {
+    t = 0;
+    for (let i = 0; i < rounds; i++) round();
+    all.push(t / (rounds * DEPTH));
+  }
+  return all;
+}
+
 export async function run(opts: SectionOptions): Promise<Row[]> {
   const buffers = opts.quick ? 200_000 : 1_000_000;
   const file = fileURLToPath(import.meta.url);
   // In a worker pinned to CPU 0, like the driver thread of ring.ts.
-  const all = await new Promise<number[][]>((resolve, reject) => {
+  const { all, device } = await new Promise<{ all: number[][]; device: number[] }>((resolve, reject) => {
     const w = new Worker(file, { workerData: { kind: 'ring-cost', buffers, trials: 8 } });
     w.once('message', resolve);
     w.once('error', reject);
   });
-  opts.log(`ring-cost: ${PARTS.map((p, k) => `${p} ${Math.min(...all[k]!).toFixed(1)} ns`).join(', ')}`);
-  return PARTS.map((name, k) => ({
+  opts.log(`ring-cost: ${PARTS.map((p, k) => `${p} ${Math.min(...all[k]!).toFixed(1)} ns`).join(', ')}; device path ${Math.min(...device).toFixed(1)} ns`);
+  const rows: Row[] = PARTS.map((name, k) => ({
     section: 'ring-cost',
     name: `ours, one thread: ${name}`,
     unit: 'ns/buffer',
@@ -78,6 +138,15 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     lowerIsBetter: true,
     note: `best ${Math.min(...all[k]!).toFixed(1)} ns; batched 64, 1 descriptor; 8 × ${buffers / 1e6} M buffers`,
   }));
+  rows.push({
+    section: 'ring-cost',
+    name: 'ours, one thread: device path (runtime + virtio-test) per request',
+    unit: 'ns/request',
+    samples: device,
+    lowerIsBetter: true,
+    note: `best ${Math.min(...device).toFixed(1)} ns; 128 indirect requests per notify; 8 × ${buffers / 2e6} M requests`,
+  });
+  return rows;
 }
 
 export const section = { name: 'ring-cost', run };
@@ -85,7 +154,7 @@ export const section = { name: 'ring-cost', run };
 if (!isMainThread && (workerData as { kind?: string } | undefined)?.kind === 'ring-cost') {
   const d = workerData as { buffers: number; trials: number };
   pinSelf(0);
-  parentPort!.postMessage(measure(d.buffers, d.trials).all);
+  parentPort!.postMessage({ all: measure(d.buffers, d.trials).all, device: measureDevicePath(d.buffers / 2, d.trials) });
 } else if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
   console.log(formatTable(await run({ rounds: 1, quick: process.argv.includes('--quick'), log: (s) => console.error(s) })));
 }

@@ -20,13 +20,16 @@ export class DescriptorChain {
   /** Number of descriptors walked (including an indirect table's entries). */
   descriptorCount = 0;
   /**
-   * Segments as parallel arrays (readable ones first, §2.7.4.2): the guest region, the offset
-   * inside it and the length. They keep their capacity across refill(), so a chain object the
-   * queue reuses allocates nothing; views are made only if `readable`/`writable` are asked for.
+   * Segments in order (readable ones first, §2.7.4.2), each as the guest region, the offset
+   * inside it and the length: the first inline (a one-descriptor chain allocates nothing but
+   * this object), the others in parallel arrays made on first need and kept across refill(), so
+   * a chain object the queue reuses allocates nothing. Views are made only if
+   * `readable`/`writable` are asked for.
    */
-  private readonly regions: MemoryRegion[] = [];
-  private readonly offsets: number[] = [];
-  private readonly lengths: number[] = [];
+  private region0: MemoryRegion | undefined;
+  private offset0 = 0;
+  private length0 = 0;
+  private rest: { regions: MemoryRegion[]; offsets: number[]; lengths: number[] } | undefined;
   private readableCount = 0;
   private writableCount = 0;
   private revoked = false;
@@ -55,9 +58,16 @@ export class DescriptorChain {
   /** @internal (DeviceQueue) a segment already bounds-checked inside `region`. */
   addSegment(region: MemoryRegion, offset: number, len: number, writable: boolean): void {
     const i = this.readableCount + this.writableCount;
-    this.regions[i] = region;
-    this.offsets[i] = offset;
-    this.lengths[i] = len;
+    if (i === 0) {
+      this.region0 = region;
+      this.offset0 = offset;
+      this.length0 = len;
+    } else {
+      const rest = (this.rest ??= { regions: [], offsets: [], lengths: [] });
+      rest.regions[i - 1] = region;
+      rest.offsets[i - 1] = offset;
+      rest.lengths[i - 1] = len;
+    }
     if (writable) {
       this.writableCount++;
       this.writableLength += len;
@@ -65,6 +75,17 @@ export class DescriptorChain {
       this.readableCount++;
       this.readableLength += len;
     }
+  }
+
+  /** Segment `i`'s region, offset in it, and length. */
+  private regionAt(i: number): MemoryRegion {
+    return i === 0 ? this.region0! : this.rest!.regions[i - 1]!;
+  }
+  private offsetAt(i: number): number {
+    return i === 0 ? this.offset0 : this.rest!.offsets[i - 1]!;
+  }
+  private lengthAt(i: number): number {
+    return i === 0 ? this.length0 : this.rest!.lengths[i - 1]!;
   }
 
   /** The device-readable segments, in order: zero-copy views into guest memory. */
@@ -86,8 +107,8 @@ export class DescriptorChain {
     const w: Uint8Array[] = [];
     const n = this.readableCount + this.writableCount;
     for (let i = 0; i < n; i++) {
-      const off = this.offsets[i]!;
-      (i < this.readableCount ? r : w).push(this.regions[i]!.bytes.subarray(off, off + this.lengths[i]!));
+      const off = this.offsetAt(i);
+      (i < this.readableCount ? r : w).push(this.regionAt(i).bytes.subarray(off, off + this.lengthAt(i)));
     }
     return [r, w];
   }
@@ -128,71 +149,57 @@ export class DescriptorChain {
    * A field inside the first segment (the usual request header) is one DataView access.
    */
   readUint8(offset: number): number {
-    if (this.readableCount !== 0 && offset >>> 0 === offset && offset < this.lengths[0]!) {
-      return this.regions[0]!.bytes[this.offsets[0]! + offset]!;
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset < this.length0) {
+      return this.region0!.bytes[this.offset0 + offset]!;
     }
     const s = this.locate(0, this.readableCount, offset, 1);
-    return s >= 0 ? this.regions[s]!.bytes[this.at]! : this.readSlow(offset, 1);
+    return s >= 0 ? this.regionAt(s).bytes[this.at]! : this.readSlow(offset, 1);
   }
   readUint16(offset: number): number {
-    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 2 <= this.lengths[0]!) {
-      return this.regions[0]!.view.getUint16(this.offsets[0]! + offset, true);
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 2 <= this.length0) {
+      return this.region0!.view.getUint16(this.offset0 + offset, true);
     }
     const s = this.locate(0, this.readableCount, offset, 2);
-    return s >= 0 ? this.regions[s]!.view.getUint16(this.at, true) : this.readSlow(offset, 2);
+    return s >= 0 ? this.regionAt(s).view.getUint16(this.at, true) : this.readSlow(offset, 2);
   }
   readUint32(offset: number): number {
-    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 4 <= this.lengths[0]!) {
-      return this.regions[0]!.view.getUint32(this.offsets[0]! + offset, true);
+    if (this.readableCount !== 0 && offset >>> 0 === offset && offset + 4 <= this.length0) {
+      return this.region0!.view.getUint32(this.offset0 + offset, true);
     }
     const s = this.locate(0, this.readableCount, offset, 4);
-    return s >= 0 ? this.regions[s]!.view.getUint32(this.at, true) : this.readSlow(offset, 4);
+    return s >= 0 ? this.regionAt(s).view.getUint32(this.at, true) : this.readSlow(offset, 4);
   }
 
   /** Stores `value` little-endian at `offset` of the writable bytes. RangeError past the end. */
   writeUint8(offset: number, value: number): void {
-    const w = this.readableCount;
-    if (this.writableCount !== 0 && offset >>> 0 === offset && offset < this.lengths[w]!) {
-      this.regions[w]!.bytes[this.offsets[w]! + offset] = value;
-      return;
-    }
-    const s = this.locate(w, w + this.writableCount, offset, 1);
-    if (s >= 0) this.regions[s]!.bytes[this.at] = value;
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 1);
+    if (s >= 0) this.regionAt(s).bytes[this.at] = value;
     else this.writeSlow(offset, 1, value);
   }
   writeUint16(offset: number, value: number): void {
-    const w = this.readableCount;
-    if (this.writableCount !== 0 && offset >>> 0 === offset && offset + 2 <= this.lengths[w]!) {
-      this.regions[w]!.view.setUint16(this.offsets[w]! + offset, value, true);
-      return;
-    }
-    const s = this.locate(w, w + this.writableCount, offset, 2);
-    if (s >= 0) this.regions[s]!.view.setUint16(this.at, value, true);
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 2);
+    if (s >= 0) this.regionAt(s).view.setUint16(this.at, value, true);
     else this.writeSlow(offset, 2, value);
   }
   writeUint32(offset: number, value: number): void {
-    const w = this.readableCount;
-    if (this.writableCount !== 0 && offset >>> 0 === offset && offset + 4 <= this.lengths[w]!) {
-      this.regions[w]!.view.setUint32(this.offsets[w]! + offset, value, true);
-      return;
-    }
-    const s = this.locate(w, w + this.writableCount, offset, 4);
-    if (s >= 0) this.regions[s]!.view.setUint32(this.at, value, true);
+    const s = this.locate(this.readableCount, this.readableCount + this.writableCount, offset, 4);
+    if (s >= 0) this.regionAt(s).view.setUint32(this.at, value, true);
     else this.writeSlow(offset, 4, value);
   }
 
   /**
    * The segment in [first, end) holding all `size` bytes at stream offset `offset` (its
    * in-region position left in `this.at`), or -1 if they run past the end or straddle a
-   * segment boundary (the slow paths handle both).
+   * segment boundary (the slow paths handle both). The first segment looked at is usually
+   * the one: one comparison, no loop.
    */
   private locate(first: number, end: number, offset: number, size: number): number {
     if (offset >>> 0 !== offset) return -1; // negative, fractional or huge: the slow path says so
     for (let i = first; i < end; i++) {
-      const len = this.lengths[i]!;
+      const len = this.lengthAt(i);
       if (offset < len) {
         if (size > len - offset) return -1;
-        this.at = this.offsets[i]! + offset;
+        this.at = this.offsetAt(i) + offset;
         return i;
       }
       offset -= len;
@@ -232,14 +239,14 @@ export class DescriptorChain {
   private copy(first: number, end: number, buf: Uint8Array, offset: number, toGuest: boolean): number {
     let done = 0;
     for (let i = first; i < end && done < buf.length; i++) {
-      const len = this.lengths[i]!;
+      const len = this.lengthAt(i);
       if (offset >= len) {
         offset -= len;
         continue;
       }
-      const bytes = this.regions[i]!.bytes;
+      const bytes = this.regionAt(i).bytes;
       const n = Math.min(len - offset, buf.length - done);
-      const at = this.offsets[i]! + offset;
+      const at = this.offsetAt(i) + offset;
       if (n <= 64) {
         if (toGuest) for (let b = 0; b < n; b++) bytes[at + b] = buf[done + b]!;
         else for (let b = 0; b < n; b++) buf[done + b] = bytes[at + b]!;
