@@ -13,6 +13,10 @@
  *
  * Back-end CPU time is utime + stime from /proc/<pid>/stat over the measured window.
  *
+ * Both back-ends publish the used ring every 32 answers within a pass (their default,
+ * --publish-batch 32). One more pair per round runs both with --publish-batch 0 (one
+ * publication per pass, the rule before) at depth 128, to show what that choice is worth.
+ *
  *   node dist/bench/vhost-user.js [--rounds 5] [--quick]
  */
 import { execFile } from 'node:child_process';
@@ -30,8 +34,10 @@ const BACKEND_CPU = 1;
 const LOAD_CPU = 0;
 export const DEPTHS = [1, 16, 128] as const;
 const EVENT_IDX = [true, false] as const;
+const PER_PASS_CONFIGS = [{ depth: 128, eventIdx: true }];
 
-type Load = 'c' | 'ts';
+/** 'pp': the C load against back-ends started with --publish-batch 0 (one publication per pass). */
+type Load = 'c' | 'ts' | 'pp';
 interface Sample {
   rps: number;
   /** Back-end CPU µs per request. */
@@ -65,6 +71,18 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   const cConfigs = DEPTHS.flatMap((depth) => EVENT_IDX.map((eventIdx) => ({ depth, eventIdx })));
   const tsConfigs = DEPTHS.map((depth) => ({ depth, eventIdx: true }));
   opts.log(`vhost-user: back-ends on cpu ${BACKEND_CPU}, load generators on cpu ${LOAD_CPU}; load average ${loadavg()}`);
+  const record = (load: Load, kind: BackendKind, results: LoadResult[]) => {
+    for (const r of results) {
+      const k = key(load, kind, r.depth, r.eventIdx);
+      const s: Sample = {
+        rps: r.requests / r.seconds,
+        cpuUs: (r.backendCpu / r.requests) * 1e6,
+        frontendShare: r.frontendCpu / r.seconds,
+        backendShare: r.backendCpu / r.seconds,
+      };
+      (samples.get(k) ?? samples.set(k, []).get(k)!).push(s);
+    }
+  };
   try {
     for (let round = 1; round <= opts.rounds; round++) {
       const order: BackendKind[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
@@ -72,18 +90,16 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
         const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir });
         try {
           for (const [load, configs] of [['c', cConfigs], ['ts', tsConfigs]] as const) {
-            const results = await runLoad(load, loadBin, be.socket, be.pid, configs, ms, warm);
-            for (const r of results) {
-              const k = key(load, kind, r.depth, r.eventIdx);
-              const s: Sample = {
-                rps: r.requests / r.seconds,
-                cpuUs: (r.backendCpu / r.requests) * 1e6,
-                frontendShare: r.frontendCpu / r.seconds,
-                backendShare: r.backendCpu / r.seconds,
-              };
-              (samples.get(k) ?? samples.set(k, []).get(k)!).push(s);
-            }
+            record(load, kind, await runLoad(load, loadBin, be.socket, be.pid, configs, ms, warm));
           }
+        } finally {
+          await be.stop();
+        }
+      }
+      for (const kind of order) {
+        const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra: ['--publish-batch', '0'] });
+        try {
+          record('pp', kind, await runLoad('c', loadBin, be.socket, be.pid, PER_PASS_CONFIGS, ms, warm));
         } finally {
           await be.stop();
         }
@@ -96,7 +112,8 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
             return `d${c.depth}${c.eventIdx ? '' : '/noeidx'} ${(s.rps / 1e3).toFixed(0)}k`;
           })
           .join(' ');
-      opts.log(`vhost-user: round ${round}/${opts.rounds}: C load → TS ${line('c', 'ts')} | C ${line('c', 'c')}; TS load → TS ${line('ts', 'ts')} | C ${line('ts', 'c')}`);
+      const pp = (kind: BackendKind) => `${(samples.get(key('pp', kind, 128, true))!.at(-1)!.rps / 1e3).toFixed(0)}k`;
+      opts.log(`vhost-user: round ${round}/${opts.rounds}: C load → TS ${line('c', 'ts')} | C ${line('c', 'c')}; TS load → TS ${line('ts', 'ts')} | C ${line('ts', 'c')}; per pass d128 TS ${pp('ts')} | C ${pp('c')}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -132,6 +149,19 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
         note: `TS/C = ${(median(ts.map((s) => s.cpuUs)) / median(c.map((s) => s.cpuUs))).toFixed(2)}× (target ≤ 1.5×)`,
       });
     }
+  }
+  {
+    const ts = samples.get(key('pp', 'ts', 128, true))!;
+    const c = samples.get(key('pp', 'c', 128, true))!;
+    rows.push({
+      section: 'vhost-user',
+      name: 'TS backend requests/s (C load, depth 128, event idx on), both publishing once per pass',
+      unit: 'requests/s',
+      samples: ts.map((s) => s.rps),
+      ref: { name: 'C backend', samples: c.map((s) => s.rps) },
+      paired: ts.map((s, i) => s.rps / c[i]!.rps),
+      note: `--publish-batch 0 on both (the rule before); CPU per request TS ${median(ts.map((s) => s.cpuUs)).toFixed(2)} µs, C ${median(c.map((s) => s.cpuUs)).toFixed(2)} µs`,
+    });
   }
   for (const depth of DEPTHS) {
     const ts = samples.get(key('ts', 'ts', depth, true))!;

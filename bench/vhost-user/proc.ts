@@ -83,10 +83,10 @@ export function backendArgv(kind: BackendKind, socket: string, cBinary: string, 
 }
 
 /** Spawns a back-end on a fresh socket and waits for its listening line. */
-export async function startBackend(kind: BackendKind, cBinary: string, opts: { cpu?: number; dir?: string } = {}): Promise<Backend> {
+export async function startBackend(kind: BackendKind, cBinary: string, opts: { cpu?: number; dir?: string; extra?: string[] } = {}): Promise<Backend> {
   const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'vubench-'));
   const socket = path.join(dir, `${kind}.sock`);
-  const argv = pinned(opts.cpu, backendArgv(kind, socket, cBinary));
+  const argv = pinned(opts.cpu, backendArgv(kind, socket, cBinary, opts.extra));
   const t0 = performance.now();
   const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
