@@ -12,7 +12,7 @@ export { DriverQueue, type DriverQueueOptions, type UsedBuffer } from './virtio/
 export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio/ring-views.js';
 export * from './virtio/split-ring.js';
 export type { VirtioDevice, DeviceContext } from './device/device.js';
-export { DeviceRuntime, type DeviceHost, type QueueConfig } from './device/runtime.js';
+export { DEFAULT_PUBLISH_BATCH, DeviceRuntime, type DeviceHost, type DeviceRuntimeOptions, type QueueConfig } from './device/runtime.js';
 export { VirtioTestDevice, type VirtioTestOptions } from './devices/test/device.js';
 export * as virtioTest from './devices/test/protocol.js';
 export { runMachine, type MachineOptions, type MachineResult } from './machine/machine.js';
