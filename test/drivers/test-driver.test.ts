@@ -7,16 +7,9 @@ import { VirtioTestDriver } from '../../src/drivers/test/driver.js';
 import { ProbeError, VirtioDriverDevice } from '../../src/drivers/virtio-bus.js';
 import { Status } from '../../src/virtio/constants.js';
 import { DirectTransport, guestKernel } from '../helpers/direct-transport.js';
+import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/test-driver.js';
 
-async function setup(opts: { queueSize?: number; device?: VirtioTestDevice } = {}) {
-  const g = guestKernel();
-  const device = opts.device ?? new VirtioTestDevice({ print: false, queueSize: opts.queueSize ?? 8 });
-  const transport = new DirectTransport(device, g.memory);
-  const driver = new VirtioTestDriver();
-  const dev = new VirtioDriverDevice(transport, g.kernel);
-  await dev.bind(driver);
-  return { ...g, transport, driver, dev, device };
-}
+const setup = bindTestDriver;
 
 const freeBytes = (k: { dmaFreeBytes: number }) => k.dmaFreeBytes;
 
@@ -96,16 +89,8 @@ test('a second device gets /dev/virtio_misc1', async () => {
 
 test('a device that returns a used id not in flight marks the device broken: EIO, no crash', async () => {
   const s = await setup();
-  const fd = s.kernel.open('/dev/virtio_misc');
-  s.transport.paused = true;
-  await s.kernel.write(fd, Uint8Array.of(1));
-  const pending = s.kernel.read(fd, 12);
-  // forge a used element with id 7 (never made available) and raise an interrupt
-  const q = s.transport.runtime.queues[0]!;
-  s.memory.writeU32(q.used + 4, 7);
-  s.memory.writeU32(q.used + 8, 12);
-  s.memory.writeU16(q.used + 2, 1);
-  s.transport.interruptNow();
+  const { fd, pending } = await heldRequest(s);
+  forgeUsed(s, { id: 7, len: 12 }); // id 7 was never made available
   await assert.rejects(pending, (e: unknown) => e instanceof Errno && e.code === 'EIO');
   await assert.rejects(s.kernel.write(fd, Uint8Array.of(2)), (e: unknown) => e instanceof Errno && e.code === 'EIO');
   assert.ok(s.lines.some((l) => /device is broken/.test(l)));
@@ -113,15 +98,8 @@ test('a device that returns a used id not in flight marks the device broken: EIO
 
 test('a used length shorter than the response marks the device broken', async () => {
   const s = await setup();
-  const fd = s.kernel.open('/dev/virtio_misc');
-  s.transport.paused = true;
-  await s.kernel.write(fd, Uint8Array.of(1));
-  const pending = s.kernel.read(fd, 12);
-  const q = s.transport.runtime.queues[0]!;
-  s.memory.writeU32(q.used + 4, s.memory.readU16(q.avail + 4)); // the real head
-  s.memory.writeU32(q.used + 8, 4);
-  s.memory.writeU16(q.used + 2, 1);
-  s.transport.interruptNow();
+  const { pending } = await heldRequest(s);
+  forgeUsed(s, { len: 4 }); // the real head, 4 of the 12 bytes
   await assert.rejects(pending, (e: unknown) => e instanceof Errno && e.code === 'EIO');
 });
 

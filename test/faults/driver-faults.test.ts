@@ -5,35 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
 import { decodeResponse } from '../../src/devices/test/protocol.js';
 import { Errno } from '../../src/drivers/kernel.js';
-import { VirtioTestDriver } from '../../src/drivers/test/driver.js';
-import { VirtioDriverDevice } from '../../src/drivers/virtio-bus.js';
-import { DirectTransport, guestKernel } from '../helpers/direct-transport.js';
+import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/test-driver.js';
 
-async function setup(queueSize = 8) {
-  const g = guestKernel();
-  const device = new VirtioTestDevice({ print: false, queueSize });
-  const transport = new DirectTransport(device, g.memory);
-  const driver = new VirtioTestDriver();
-  const dev = new VirtioDriverDevice(transport, g.kernel);
-  const freeBefore = g.kernel.dmaFreeBytes;
-  await dev.bind(driver);
-  return { ...g, transport, driver, dev, device, freeBefore };
-}
+const setup = (queueSize = 8) => bindTestDriver({ queueSize });
 const tick = () => new Promise((r) => setTimeout(r, 5));
 const isErrno = (code: string) => (e: unknown) => e instanceof Errno && e.code === code;
 
 test('used.idx jumping by more than the queue size: the device is broken, readers and writers get EIO', async () => {
   const s = await setup();
-  const fd = s.kernel.open('/dev/virtio_misc');
-  s.transport.paused = true;
-  await s.kernel.write(fd, Uint8Array.of(1));
-  const pending = s.kernel.read(fd, 12);
-  const q = s.transport.runtime.queues[0]!;
-  s.memory.writeU16(q.used + 2, 9); // queue size 8
-  s.transport.interruptNow();
+  const { fd, pending } = await heldRequest(s);
+  forgeUsed(s, { usedIdx: 9 }); // queue size 8
   await assert.rejects(pending, isErrno('EIO'));
   await assert.rejects(s.kernel.write(fd, Uint8Array.of(2)), isErrno('EIO'));
   assert.ok(s.lines.some((l) => /USED_ID_INVALID.*device is broken/.test(l)), s.lines.join('\n'));
@@ -41,15 +24,8 @@ test('used.idx jumping by more than the queue size: the device is broken, reader
 
 test('a used len larger than the response buffer: the device is broken (USED_LEN_INVALID), EIO', async () => {
   const s = await setup();
-  const fd = s.kernel.open('/dev/virtio_misc');
-  s.transport.paused = true;
-  await s.kernel.write(fd, Uint8Array.of(1));
-  const pending = s.kernel.read(fd, 12);
-  const q = s.transport.runtime.queues[0]!;
-  s.memory.writeU32(q.used + 4, s.memory.readU16(q.avail + 4));
-  s.memory.writeU32(q.used + 8, 4096);
-  s.memory.writeU16(q.used + 2, 1);
-  s.transport.interruptNow();
+  const { pending } = await heldRequest(s);
+  forgeUsed(s, { len: 4096 });
   await assert.rejects(pending, isErrno('EIO'));
   assert.ok(s.lines.some((l) => /USED_LEN_INVALID/.test(l)), s.lines.join('\n'));
 });
