@@ -877,27 +877,39 @@ static napi_value Eventfd(napi_env env, napi_callback_info info) {
   return return_fd(env, fd);
 }
 
+/* One read() of an eventfd, shared by eventfdRead() and watchEventfd(): the
+ * counter (reset to 0, clamped to 2^53-1); 0 when the counter is 0 on a
+ * non-blocking fd (EAGAIN: a successful read never returns 0); a negative errno
+ * when read() fails; EVENTFD_SHORT_READ when fewer than 8 bytes came back (not
+ * an eventfd, e.g. a pipe or a socket at EOF). */
+#define EVENTFD_SHORT_READ INT64_MIN
+static int64_t read_eventfd(int fd) {
+  uint64_t value;
+  ssize_t n;
+  do n = read(fd, &value, sizeof value);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  if (n != (ssize_t)sizeof value) return EVENTFD_SHORT_READ;
+  return value > (uint64_t)MAX_SAFE_INTEGER ? (int64_t)MAX_SAFE_INTEGER : (int64_t)value;
+}
+
 /* eventfdRead(fd): the counter (reset to 0), clamped to 2^53-1; null when the
  * counter is 0 on a non-blocking fd. */
 static napi_value EventfdRead(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  uint64_t value;
   if (!get_args(env, info, 1, argv, NULL) || !arg_fd(env, argv[0], &fd)) return NULL;
-  ssize_t n;
-  do n = read(fd, &value, sizeof value);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return null_value(env);
-    throw_errno(env, errno, "read", "eventfd");
-    return NULL;
-  }
-  if (n != (ssize_t)sizeof value) {
+  int64_t count = read_eventfd(fd);
+  if (count == 0) return null_value(env);
+  if (count == EVENTFD_SHORT_READ) {
     throw_errno(env, EINVAL, "read", "eventfd: short read, not an eventfd?");
     return NULL;
   }
-  double d = value > (uint64_t)MAX_SAFE_INTEGER ? MAX_SAFE_INTEGER : (double)value;
-  return return_double(env, d);
+  if (count < 0) {
+    throw_errno(env, (int)-count, "read", "eventfd");
+    return NULL;
+  }
+  return return_double(env, (double)count);
 }
 
 /* eventfdWrite(fd, value = 1): adds value; EAGAIN (would overflow on a
@@ -999,26 +1011,16 @@ static void watch_finalize_wrap(napi_env env, void *data, void *hint) {
   watch_release(data);
 }
 
-/* watchEventfd(): reads the counter in C, so the JS callback gets (null, count)
- * and costs no second call into the addon. Returns the count, 0 for a spurious
- * wakeup (EAGAIN: nothing to report), or a negative errno (EINVAL: not an
- * eventfd, e.g. a pipe at EOF, whose readiness would never clear). */
-static int64_t watch_read_eventfd(int fd) {
-  uint64_t value;
-  ssize_t n;
-  do n = read(fd, &value, sizeof value);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-  if (n != (ssize_t)sizeof value) return -EINVAL;
-  return value > (uint64_t)MAX_SAFE_INTEGER ? (int64_t)MAX_SAFE_INTEGER : (int64_t)value;
-}
-
+/* watchEventfd(): the counter is read in C (read_eventfd), so the JS callback
+ * gets (null, count) and costs no second call into the addon. A wakeup that
+ * finds the counter at 0 calls nothing; a failed or short read (not an
+ * eventfd, whose readiness would never clear) is reported and ends the watch. */
 static void watch_on_poll(uv_poll_t *handle, int status, int events) {
   watch_t *w = handle->data;
   if (w->closing) return;
   int64_t count = 0;
   if (w->eventfd_mode && status >= 0) {
-    count = watch_read_eventfd(w->fd);
+    count = read_eventfd(w->fd);
     if (count == 0) return; /* spurious: the counter was already 0 */
   }
   napi_env env = w->env;
@@ -1044,7 +1046,7 @@ static void watch_on_poll(uv_poll_t *handle, int status, int events) {
   } else if (count < 0) {
     char what[64];
     snprintf(what, sizeof what, "fd %d is not a usable eventfd", w->fd);
-    argv[0] = make_errno_error(env, (int)-count, "read", what);
+    argv[0] = make_errno_error(env, count == EVENTFD_SHORT_READ ? EINVAL : (int)-count, "read", what);
   } else {
     argv[0] = null_value(env);
   }
