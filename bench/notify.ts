@@ -7,7 +7,7 @@
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { formatTable, median, type Row, type SectionOptions } from './report.js';
+import { runIfMain, median, type Row, type SectionOptions } from './report.js';
 import type { NotifyMethod, NotifyWorkerData, NotifyWorkerResult } from './notify-worker.js';
 
 const METHODS: { method: NotifyMethod; name: string }[] = [
@@ -62,12 +62,4 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
 
 export const section = { name: 'notify', run };
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const i = process.argv.indexOf('--rounds');
-  const rows = await run({
-    rounds: i >= 0 ? Number(process.argv[i + 1]) : 3,
-    quick: process.argv.includes('--quick'),
-    log: (s) => console.error(s),
-  });
-  console.log(formatTable(rows));
-}
+await runIfMain(import.meta.url, section, 3);

@@ -2,9 +2,10 @@
  * What every benchmark section returns, and the one table `bench/run.ts` prints.
  *
  * A section is a module exporting `run(opts): Promise<Row[]>`; run.ts calls the sections it
- * knows in order and prints all rows together. Other sections (vhost-user backend, UML end
- * to end, memory/start-up) add a module and one line to run.ts's list.
+ * knows in order and prints all rows together. A new section is a module and one line in
+ * run.ts's list; `runIfMain` lets the module also run alone.
  */
+import { fileURLToPath } from 'node:url';
 
 export interface Row {
   /** Section name: 'ring', 'notify', ... */
@@ -39,6 +40,21 @@ export interface SectionOptions {
 export interface Section {
   name: string;
   run(opts: SectionOptions): Promise<Row[]>;
+}
+
+/**
+ * Runs `section` alone and prints its table when `moduleUrl` is the script node was started
+ * with (`node dist/bench/<section>.js [--rounds N] [--quick]`); does nothing when imported.
+ */
+export async function runIfMain(moduleUrl: string, section: Section, rounds: number): Promise<void> {
+  if (!process.argv[1] || fileURLToPath(moduleUrl) !== process.argv[1]) return;
+  const i = process.argv.indexOf('--rounds');
+  const rows = await section.run({
+    rounds: i >= 0 ? Number(process.argv[i + 1]) : rounds,
+    quick: process.argv.includes('--quick'),
+    log: (line) => console.error(line),
+  });
+  console.log(formatTable(rows));
 }
 
 export function median(xs: readonly number[]): number {

@@ -21,7 +21,7 @@ import type { DescriptorChain } from '../src/virtio/chain.js';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { ringViewsFromGuest } from '../src/virtio/ring-views.js';
 import { packedLayout } from '../src/virtio/split-ring.js';
-import { formatTable, type Row, type SectionOptions } from './report.js';
+import { runIfMain, type Row, type SectionOptions } from './report.js';
 import { pinSelf } from './pin.js';
 
 const PARTS = ['driver add', 'device pop + addUsed', 'driver getUsed'] as const;
@@ -155,6 +155,6 @@ if (!isMainThread && (workerData as { kind?: string } | undefined)?.kind === 'ri
   const d = workerData as { buffers: number; trials: number };
   pinSelf(0);
   parentPort!.postMessage({ all: measure(d.buffers, d.trials).all, device: measureDevicePath(d.buffers / 2, d.trials) });
-} else if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
-  console.log(formatTable(await run({ rounds: 1, quick: process.argv.includes('--quick'), log: (s) => console.error(s) })));
+} else if (isMainThread) {
+  await runIfMain(import.meta.url, section, 1);
 }

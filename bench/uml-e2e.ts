@@ -15,9 +15,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { findUmlGuest, runUml, type UmlGuest } from '../src/machine/uml.js';
-import { formatTable, median, type Row, type SectionOptions } from './report.js';
+import { runIfMain, median, type Row, type SectionOptions } from './report.js';
 import { buildRef, loadavg, procCpuSeconds, procMemory, startBackend, type BackendKind } from './vhost-user/proc.js';
 
 const BACKEND_CPU = 1;
@@ -142,12 +141,4 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
 
 export const section = { name: 'uml', run };
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const i = process.argv.indexOf('--rounds');
-  const rows = await run({
-    rounds: i >= 0 ? Number(process.argv[i + 1]) : 3,
-    quick: process.argv.includes('--quick'),
-    log: (s) => console.error(s),
-  });
-  console.log(formatTable(rows));
-}
+await runIfMain(import.meta.url, section, 3);

@@ -23,9 +23,8 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { formatTable, median, type Row, type SectionOptions } from './report.js';
+import { runIfMain, median, type Row, type SectionOptions } from './report.js';
 import { buildRef, distRoot, loadavg, pinned, startBackend, type BackendKind } from './vhost-user/proc.js';
 import type { LoadResult } from './vhost-user/load.js';
 
@@ -181,12 +180,4 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
 
 export const section = { name: 'vhost-user', run };
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const i = process.argv.indexOf('--rounds');
-  const rows = await run({
-    rounds: i >= 0 ? Number(process.argv[i + 1]) : 5,
-    quick: process.argv.includes('--quick'),
-    log: (s) => console.error(s),
-  });
-  console.log(formatTable(rows));
-}
+await runIfMain(import.meta.url, section, 5);
