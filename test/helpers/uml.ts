@@ -14,6 +14,7 @@ import { VirtioTestDevice } from '../../src/devices/test/device.js';
 import { findUmlGuest, type UmlGuest } from '../../src/machine/uml.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
+import { onLines } from './lines.js';
 import { cliPath } from './paths.js';
 
 export const umlGuest: UmlGuest | null = findUmlGuest();
@@ -241,27 +242,19 @@ export async function spawnBackendCli(socket: string, args: string[] = []): Prom
       return exited;
     },
   };
-  const collect = (stream: NodeJS.ReadableStream, into: string[], isStdout: boolean): void => {
-    let rest = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      rest += chunk;
-      const parts = rest.split('\n');
-      rest = parts.pop()!;
-      for (const l of parts) {
-        if (isStdout && l.startsWith('QEMU_BACK_END: >>> get type [')) be.served++;
-        // Keep everything but the bulk of request lines (a stress run prints millions).
-        if (!l.startsWith('QEMU_BACK_END') || into.length < 1000) into.push(l);
-        if (isStdout) be.onLine?.(l);
-        for (let i = waiters.length - 1; i >= 0; i--) {
-          if (waiters[i]!.re.test(l)) {
-            waiters[i]!.resolve(l);
-            waiters.splice(i, 1);
-          }
+  const collect = (stream: NodeJS.ReadableStream, into: string[], isStdout: boolean): void =>
+    onLines(stream, (l) => {
+      if (isStdout && l.startsWith('QEMU_BACK_END: >>> get type [')) be.served++;
+      // Keep everything but the bulk of request lines (a stress run prints millions).
+      if (!l.startsWith('QEMU_BACK_END') || into.length < 1000) into.push(l);
+      if (isStdout) be.onLine?.(l);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i]!.re.test(l)) {
+          waiters[i]!.resolve(l);
+          waiters.splice(i, 1);
         }
       }
     });
-  };
   collect(proc.stdout!, be.stdout, true);
   collect(proc.stderr!, be.stderr, false);
   await be.waitForLine(/^virtio-test-backend: listening on /);

@@ -2,13 +2,17 @@
  * Shared pieces of the vhost-user tests: temporary socket paths, an in-process back-end with
  * captured output, fd counting (/proc/self/fd), and waiting for a condition on the event loop.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { answer, requestFor } from '../../src/devices/test/protocol.js';
 import type { VirtioDevice } from '../../src/device/device.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
+import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { onLines } from '../helpers/lines.js';
 
 export interface TestServer {
   server: BackendServer;
@@ -22,6 +26,18 @@ export interface TestServer {
   /** The devices created, one per connection. */
   devices: VirtioDevice[];
   close(): Promise<void>;
+}
+
+/** The server is idle, then serves a new front-end: request 10 gets its answer. */
+export async function expectServesNext(srv: TestServer): Promise<void> {
+  await srv.server.idle();
+  const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
+  try {
+    assert.deepEqual(await c.request(10), answer(requestFor(10)));
+  } finally {
+    c.close();
+    await srv.server.idle();
+  }
 }
 
 export function tempDir(): { dir: string; remove(): void } {
@@ -119,18 +135,8 @@ export function spawnNode(script: string, args: string[]): ChildBackend {
   const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const collect = (stream: NodeJS.ReadableStream, into: string[]): void => {
-    let rest = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      rest += chunk;
-      const parts = rest.split('\n');
-      rest = parts.pop()!;
-      into.push(...parts);
-    });
-  };
-  collect(proc.stdout!, stdout);
-  collect(proc.stderr!, stderr);
+  onLines(proc.stdout!, (l) => stdout.push(l));
+  onLines(proc.stderr!, (l) => stderr.push(l));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.on('exit', (code, signal) => resolve({ code, signal })),
   );
