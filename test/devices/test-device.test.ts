@@ -142,6 +142,18 @@ test('the answer written field by field agrees with answer(), also with the requ
   }
 });
 
+test('a response buffer that overlaps the request still gets the answer to the request as sent', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const driver = bringUp(h, undefined, 128);
+  const req = requestFor(20);
+  encodeRequest(req, h.memory.slice(REQ, REQUEST_SIZE));
+  // The response starts on arg2: writing ret first would change what arg1 of the answer is made from.
+  assert.ok(driver.add([{ addr: REQ, len: REQUEST_SIZE }], [{ addr: REQ + 8, len: RESPONSE_SIZE }], 1));
+  h.runtime.notify(0);
+  assert.deepEqual(driver.getUsed(), { token: 1, len: RESPONSE_SIZE });
+  assert.deepEqual(decodeResponse(h.memory.slice(REQ + 8, RESPONSE_SIZE)), answer(req));
+});
+
 /** Segments of the given lengths, 0x100 apart (so they are not contiguous in guest memory). */
 function splitAt(base: number, lengths: number[]): { addr: number; len: number }[] {
   return lengths.map((len, i) => ({ addr: base + 0x100 * i, len }));

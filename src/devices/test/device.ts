@@ -73,9 +73,14 @@ export class VirtioTestDevice implements VirtioDevice {
     if (chain.readableLength < REQUEST_SIZE || chain.writableLength < RESPONSE_SIZE) this.refuse(chain);
     if (this.print) this.logRequest(chain, ctx);
     // The answer (protocol.ts answer()) field by field, straight between the guest's buffers.
-    chain.writeUint32(RESPONSE_RET, (chain.readUint32(REQUEST_ARG1) + ANSWER_OFFSET) >>> 0);
-    chain.writeUint32(RESPONSE_ARG1, (chain.readUint32(REQUEST_ARG2) + ANSWER_OFFSET) >>> 0);
-    chain.writeUint32(RESPONSE_ARG2, (chain.readUint32(REQUEST_ARG3) + ANSWER_OFFSET) >>> 0);
+    // Every field is read before any is written: a driver whose response buffer overlaps its
+    // request still gets the answer to the request it sent.
+    const ret = (chain.readUint32(REQUEST_ARG1) + ANSWER_OFFSET) >>> 0;
+    const arg1 = (chain.readUint32(REQUEST_ARG2) + ANSWER_OFFSET) >>> 0;
+    const arg2 = (chain.readUint32(REQUEST_ARG3) + ANSWER_OFFSET) >>> 0;
+    chain.writeUint32(RESPONSE_RET, ret);
+    chain.writeUint32(RESPONSE_ARG1, arg1);
+    chain.writeUint32(RESPONSE_ARG2, arg2);
     this.served++;
     return RESPONSE_SIZE;
   }
