@@ -195,6 +195,12 @@ export function liveBackendChildren(): number {
   return [...children].filter((c) => c.exitCode === null && c.signalCode === null).length;
 }
 
+/** For `after()` of files that spawn back-end CLIs: no UML and no back-end child left running. */
+export function assertNothingLeftRunning(): void {
+  assertNoUmlLeft();
+  assert.equal(liveBackendChildren(), 0, 'backend children left running');
+}
+
 /** Starts `virtio-test-backend --socket <socket> ...args` and waits for its `listening` line. */
 export async function spawnBackendCli(socket: string, args: string[] = []): Promise<CliBackend> {
   const proc = spawn(process.execPath, [cliPath('virtio-test-backend'), '--socket', socket, ...args], {

@@ -12,9 +12,8 @@ import { requestFor, requestLogLines } from '../../src/devices/test/protocol.js'
 import { runUml } from '../../src/machine/uml.js';
 import {
   assertNoKernelTrouble,
-  assertNoUmlLeft,
+  assertNothingLeftRunning,
   driverLinesFor,
-  liveBackendChildren,
   needGuest,
   scratchDir,
   spawnBackendCli,
@@ -22,10 +21,7 @@ import {
   type CliBackend,
 } from '../helpers/uml.js';
 
-after(() => {
-  assertNoUmlLeft();
-  assert.equal(liveBackendChildren(), 0, 'backend children left running');
-});
+after(assertNothingLeftRunning);
 
 const P = 8;
 const K = 100_000; // far more than gets served before the kill

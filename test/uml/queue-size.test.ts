@@ -16,9 +16,8 @@ import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { existsSync } from 'node:fs';
 import {
   assertNoKernelTrouble,
-  assertNoUmlLeft,
+  assertNothingLeftRunning,
   driverLinesFor,
-  liveBackendChildren,
   needGuest,
   scratchDir,
   spawnBackendCli,
@@ -26,10 +25,7 @@ import {
   type CliBackend,
 } from '../helpers/uml.js';
 
-after(() => {
-  assertNoUmlLeft();
-  assert.equal(liveBackendChildren(), 0, 'backend children left running');
-});
+after(assertNothingLeftRunning);
 
 test('ring size 256 works with a backend limit of 256; a limit of 128 is refused, named, survived', { timeout: 120_000 }, async (t) => {
   const g = needGuest(t);
