@@ -14,9 +14,9 @@
  * Device: for each chain, reads the 48-byte request {type, arg1, arg2, arg3, arg4[32]} from
  * the readable part and writes {arg1+100, arg2+100, arg3+100} to the writable part (used
  * length 12). Direct and indirect chains, EVENT_IDX or flags-based suppression; used.idx
- * published (and a call considered) every --publish-batch chains within a pass (default 32,
- * 0: once per pass), the rule of the TypeScript runtime, so both do the same protocol work
- * per request.
+ * published (and a call considered) after the first chain of a pass, then every
+ * --publish-batch chains (default 32; 0: once per pass), and at the end of the pass: the rule
+ * of the TypeScript runtime, so both do the same protocol work per request.
  *
  * Requests: GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, BACKEND_REQ, CONFIG,
  * RESET_DEVICE), SET_OWNER, RESET_OWNER, SET_BACKEND_REQ_FD, SET_MEM_TABLE,
@@ -285,8 +285,8 @@ static void publish(uint16_t *signalled)
 
 /*
  * Serve until the ring is empty with notifications re-enabled (§2.7.10). Within a pass,
- * used.idx is published every S.publish_batch chains (0: once at the end of the pass),
- * the same rule as the TypeScript runtime (src/device/runtime.ts).
+ * used.idx is published after the first chain, then every S.publish_batch chains (0: once at
+ * the end of the pass), the same rule as the TypeScript runtime (src/device/runtime.ts).
  */
 static void process(void)
 {
@@ -301,7 +301,7 @@ static void process(void)
 		if (!eidx)
 			__atomic_store_n(&v->used[0], v->used[0] | USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
 		uint16_t signalled = v->used_idx;
-		unsigned done = 0;
+		unsigned done = 0, due = S.publish_batch ? 1 : 0; /* the first chain goes out at once */
 		uint16_t avail_idx;
 		while ((avail_idx = __atomic_load_n(&v->avail[1], __ATOMIC_ACQUIRE)) != v->last_avail) {
 			if ((uint16_t)(avail_idx - v->last_avail) > n)
@@ -316,9 +316,10 @@ static void process(void)
 				e[1] = (uint32_t)len;
 				v->used_idx++;
 				v->last_avail++;
-				if (++done == S.publish_batch) {
+				if (++done == due) {
 					publish(&signalled);
 					done = 0;
+					due = S.publish_batch;
 				}
 			}
 		}

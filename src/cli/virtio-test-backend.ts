@@ -32,8 +32,9 @@ Options:
                       driver by its own configuration, e.g. virtio_uml.device=PATH:ID)
   --queue-size Q      the largest ring a front-end may set, a power of two ≤ ${MAX_QUEUE_SIZE} (default
                       ${DEFAULT_QUEUE_SIZE}: virtio_uml always uses 256-entry rings)
-  --publish-batch N   publish the used ring every N answers within a pass (default ${DEFAULT_PUBLISH_BATCH};
-                      0: once per pass). Smaller lets the driver recycle buffers sooner.
+  --publish-batch N   publish the used ring after the first answer of a pass, then every N
+                      answers (default ${DEFAULT_PUBLISH_BATCH}; 0: once per pass). Smaller lets the
+                      driver recycle buffers sooner.
   --quiet             do not print the device's request lines
   --trace             print every vhost-user request received (to stderr)
   --ready-fd N        write "ready\\n" to file descriptor N once listening, then close it

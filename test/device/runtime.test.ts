@@ -130,14 +130,15 @@ test('a rule broken mid-pass: chains answered earlier in the pass are still publ
   assert.equal(driver.getUsed(), null);
 });
 
-test('a long pass publishes the used ring every publishBatch answers, each publication with its own notification decision', () => {
+test('a long pass publishes the used ring at its first answer, then every publishBatch answers, each publication with its own notification decision', () => {
   const size = 32; // room for 16 two-descriptor chains
   const usedIdxAddr = packedLayout(RAM, size).used + 2;
   for (const [publishBatch, expected] of [
-    [4, [4, 8, 10]],
-    [5, [5, 10]],
+    [4, [1, 5, 9, 10]],
+    [5, [1, 6, 10]],
+    [1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]],
     [0, [10]],
-    [32, [10]],
+    [32, [1, 10]],
   ] as const) {
     const h = harness(new VirtioTestDevice({ print: false }), { publishBatch });
     const seen: number[] = [];
