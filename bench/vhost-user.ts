@@ -2,8 +2,9 @@
  * Section "vhost-user": the TypeScript back-end (`virtio-test-backend` CLI, a Node process)
  * against a minimal C back-end for the same device (bench/ref/vhost-user-ref-backend.c),
  * both as child processes pinned to cpu 1, driven by a load generator pinned to cpu 0 that
- * keeps 1, 16 or 128 requests in flight, EVENT_IDX on and off. Rounds alternate the order of
- * the two back-ends; each round starts both afresh.
+ * keeps 1, 16 or 128 requests in flight, EVENT_IDX on and off. Each round starts both afresh,
+ * side by side, and measures each configuration on the two back-ends back to back, in an order
+ * that alternates (configuration by configuration, round by round).
  *
  * Two load generators:
  *  - the C front-end bench/ref/vhost-user-ref-load.c (main figures: it needs ~0.2 µs of CPU
@@ -99,27 +100,27 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   };
   try {
     for (let round = 1; round <= opts.rounds; round++) {
-      const order: BackendKind[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
-      for (const kind of order) {
-        const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir });
+      // Both back-ends run side by side (the idle one sleeps in epoll) and every configuration
+      // is measured on one right after the other, in an order that alternates from one
+      // configuration to the next and between rounds: a pair is < 1 s apart, well inside the
+      // minutes over which this machine's cross-core latency drifts.
+      const orderFor = (i: number): BackendKind[] => ((round + i) % 2 ? ['ts', 'c'] : ['c', 'ts']);
+      const measurePairs = async (extra: string[], runs: [Load, { depth: number; eventIdx: boolean }][]) => {
+        const both = await Promise.all((['ts', 'c'] as const).map((kind) => startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra })));
         try {
-          await runLoad('c', loadBin, be.socket, be.pid, WARM_UP_CONFIGS, 150, 50);
-          for (const [load, configs] of [['c', cConfigs], ['ts', tsConfigs]] as const) {
-            record(load, kind, await runLoad(load, loadBin, be.socket, be.pid, configs, ms, warm));
+          for (const be of both) await runLoad('c', loadBin, be.socket, be.pid, WARM_UP_CONFIGS, 150, 50);
+          for (const [i, [load, config]] of runs.entries()) {
+            for (const kind of orderFor(i)) {
+              const be = both.find((b) => b.kind === kind)!;
+              record(load, kind, await runLoad(load === 'pp' ? 'c' : load, loadBin, be.socket, be.pid, [config], ms, warm));
+            }
           }
         } finally {
-          await be.stop();
+          await Promise.all(both.map((be) => be.stop()));
         }
-      }
-      for (const kind of order) {
-        const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra: ['--publish-batch', '0'] });
-        try {
-          await runLoad('c', loadBin, be.socket, be.pid, WARM_UP_CONFIGS, 150, 50);
-          record('pp', kind, await runLoad('c', loadBin, be.socket, be.pid, PER_PASS_CONFIGS, ms, warm));
-        } finally {
-          await be.stop();
-        }
-      }
+      };
+      await measurePairs([], [...cConfigs.map((c) => ['c', c] as [Load, typeof c]), ...tsConfigs.map((c) => ['ts', c] as [Load, typeof c])]);
+      await measurePairs(['--publish-batch', '0'], PER_PASS_CONFIGS.map((c) => ['pp', c] as [Load, typeof c]));
       const line = (load: Load, kind: BackendKind) =>
         cConfigs
           .filter((c) => load === 'c' || c.eventIdx)
