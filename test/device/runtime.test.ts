@@ -156,6 +156,45 @@ test('a long pass publishes the used ring at its first answer, then every publis
   assert.throws(() => harness(new VirtioTestDevice(), { publishBatch: 1.5 }), RangeError);
 });
 
+test('with event idx each publication asks used_event (§2.7.7.2), and a re-check pass publishes its first answer at once again', () => {
+  const size = 32;
+  const usedIdxAddr = packedLayout(RAM, size).used + 2;
+  const request = (driver: ReturnType<typeof bringUp>, i: number) =>
+    assert.ok(driver.add([{ addr: RAM + 0x8000 + 0x100 * i, len: 48 }], [{ addr: RAM + 0x8080 + 0x100 * i, len: 12 }], i, false));
+  for (const drain of [false, true]) {
+    const h = harness(new VirtioTestDevice({ print: false }), { publishBatch: 4 });
+    const driver = bringUp(h, V1 | bit(0) | bit(FeatureBit.RING_EVENT_IDX), size);
+    const seen: number[] = [];
+    const tokens: number[] = [];
+    let added = false;
+    h.onInterrupt = () => {
+      const usedIdx = h.memory.readU16(usedIdxAddr);
+      seen.push(usedIdx);
+      if (!drain) return;
+      // A driver that takes what it is told about keeps used_event just behind it (re-armed).
+      for (let t = driver.getUsed(); t !== null; t = driver.getUsed()) tokens.push(t.token);
+      if (usedIdx === 10 && !added) {
+        // Buffers made available during the end-of-pass notification: the device finds them
+        // when it re-enables kicks and re-checks, and serves them in a new pass.
+        added = true;
+        for (let i = 10; i < 13; i++) request(driver, i);
+        driver.publish();
+      }
+    };
+    for (let i = 0; i < 10; i++) request(driver, i);
+    driver.publish();
+    h.runtime.notify(0);
+    if (drain) {
+      assert.deepEqual(seen, [1, 5, 9, 10, 11, 13], 'a re-armed driver is told at every publication that passes used_event');
+      assert.deepEqual(tokens, Array.from({ length: 13 }, (_, i) => i));
+    } else {
+      // used_event stays at 0: only the first publication passes it.
+      assert.deepEqual(seen, [1], 'a driver that does not re-arm is told once');
+      for (let i = 0; i < 10; i++) assert.deepEqual(driver.getUsed(), { token: i, len: 12 });
+    }
+  }
+});
+
 test('a device answering after a reset cannot write into the buffers the driver got back', async () => {
   const dev = new VirtioTestDevice({ print: false });
   let release!: () => void;
