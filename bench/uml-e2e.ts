@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { findUmlGuest, runUml, type UmlGuest } from '../src/machine/uml.js';
 import { runIfMain, median, type Row, type SectionOptions } from './report.js';
-import { buildRef, loadavg, procCpuSeconds, procMemory, startBackend, type BackendKind } from './vhost-user/proc.js';
+import { buildRef, cpuSecondsBetween, loadavg, procCpu, procMemory, startBackend, type BackendKind, type CpuReading } from './vhost-user/proc.js';
 
 const BACKEND_CPU = 1;
 const UML_CPU = 0;
@@ -43,8 +43,8 @@ export interface StressRun {
 export async function stressOnce(guest: UmlGuest, socket: string, backendPid: number, p: number, k: number): Promise<StressRun> {
   let ready = 0;
   let done = 0;
-  let cpu0 = 0;
-  let cpu1 = 0;
+  let cpu0: CpuReading = { ns: 0, ticks: 0 };
+  let cpu1: CpuReading = { ns: 0, ticks: 0 };
   pinMainThread(String(UML_CPU));
   let pending;
   try {
@@ -56,10 +56,10 @@ export async function stressOnce(guest: UmlGuest, socket: string, backendPid: nu
       onLine: (l) => {
         if (l === 'VT_READY') {
           ready = performance.now();
-          cpu0 = procCpuSeconds(backendPid);
+          cpu0 = procCpu(backendPid);
         } else if (l.startsWith('stress: ')) {
           done = performance.now();
-          cpu1 = procCpuSeconds(backendPid);
+          cpu1 = procCpu(backendPid);
         }
       },
     });
@@ -75,7 +75,7 @@ export async function stressOnce(guest: UmlGuest, socket: string, backendPid: nu
   return {
     requestsPerSec: (p * k) / seconds,
     seconds,
-    backendCpuUsPerRequest: ((cpu1 - cpu0) / (p * k)) * 1e6,
+    backendCpuUsPerRequest: (cpuSecondsBetween(cpu0, cpu1) / (p * k)) * 1e6,
     backendHwmMiB: procMemory(backendPid).hwmMiB,
   };
 }

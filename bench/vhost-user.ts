@@ -23,9 +23,13 @@
  * schedstat) would otherwise be counted in the first two configurations. The C back-end gets
  * the same treatment.
  *
- * Both back-ends publish the used ring every 32 answers within a pass (their default,
- * --publish-batch 32). One more pair per round runs both with --publish-batch 0 (one
- * publication per pass, the rule before) at depth 128, to show what that choice is worth.
+ * Both back-ends publish the used ring after the first answer of a pass, then every 32
+ * answers (their default, --publish-batch 32). One more pair per round runs both with
+ * --publish-batch 0 (one publication per pass, the first session's rule) at depth 128, to
+ * show what that choice is worth.
+ *
+ * The TS load generator is a Node process too: each of its runs first makes two throwaway
+ * connections with the measured configuration (50 + 100 ms each), for the same reason.
  *
  *   node dist/bench/vhost-user.js [--rounds 5] [--quick]
  */
@@ -63,17 +67,22 @@ interface Sample {
 }
 const key = (load: Load, backend: BackendKind, depth: number, eventIdx: boolean) => `${load}/${backend}/${depth}/${eventIdx ? 'on' : 'off'}`;
 
-async function runLoad(load: Load, loadBin: string, socket: string, pid: number, configs: { depth: number; eventIdx: boolean }[], ms: number, warm: number): Promise<LoadResult[]> {
+async function runLoad(load: Load, loadBin: string, socket: string, pid: number, configs: { depth: number; eventIdx: boolean }[], ms: number, warm: number, throwaway = 0): Promise<LoadResult[]> {
   const argv =
     load === 'c'
       ? [loadBin, '--socket', socket, '--backend-pid', String(pid), '--configs', configs.map((c) => `${c.depth}:${c.eventIdx ? 1 : 0}:1`).join(','), '--ms', String(ms), '--warm', String(warm)]
-      : [process.execPath, path.join(distRoot, 'bench', 'vhost-user', 'load.js'), '--socket', socket, '--backend-pid', String(pid), '--configs', JSON.stringify(configs), '--ms', String(ms), '--warm', String(warm)];
+      : [process.execPath, path.join(distRoot, 'bench', 'vhost-user', 'load.js'), '--socket', socket, '--backend-pid', String(pid), '--configs', JSON.stringify(configs), '--ms', String(ms), '--warm', String(warm), '--throwaway', String(throwaway)];
   const cmd = pinned(LOAD_CPU, argv);
   const { stdout } = await run$(cmd[0]!, cmd.slice(1), { maxBuffer: 1 << 20, timeout: 120_000 });
   return stdout
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as LoadResult);
+}
+
+/** The TS load generator's own warm-up: two throwaway connections with the configuration, then the measured one (see the header). */
+function runTsLoadWarm(loadBin: string, socket: string, pid: number, config: { depth: number; eventIdx: boolean }, ms: number, warm: number): Promise<LoadResult[]> {
+  return runLoad('ts', loadBin, socket, pid, [config, config, config], ms, warm, 2);
 }
 
 export async function run(opts: SectionOptions): Promise<Row[]> {
@@ -106,13 +115,22 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       // minutes over which this machine's cross-core latency drifts.
       const orderFor = (i: number): BackendKind[] => ((round + i) % 2 ? ['ts', 'c'] : ['c', 'ts']);
       const measurePairs = async (extra: string[], runs: [Load, { depth: number; eventIdx: boolean }][]) => {
-        const both = await Promise.all((['ts', 'c'] as const).map((kind) => startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra })));
+        const started = await Promise.allSettled((['ts', 'c'] as const).map((kind) => startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra })));
+        const both = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
         try {
+          const failed = started.find((r) => r.status === 'rejected');
+          if (failed) throw (failed as PromiseRejectedResult).reason;
           for (const be of both) await runLoad('c', loadBin, be.socket, be.pid, WARM_UP_CONFIGS, 150, 50);
           for (const [i, [load, config]] of runs.entries()) {
             for (const kind of orderFor(i)) {
               const be = both.find((b) => b.kind === kind)!;
-              record(load, kind, await runLoad(load === 'pp' ? 'c' : load, loadBin, be.socket, be.pid, [config], ms, warm));
+              record(
+                load,
+                kind,
+                load === 'ts'
+                  ? await runTsLoadWarm(loadBin, be.socket, be.pid, config, ms, warm)
+                  : await runLoad(load === 'pp' ? 'c' : load, loadBin, be.socket, be.pid, [config], ms, warm),
+              );
             }
           }
         } finally {
@@ -177,7 +195,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       samples: ts.map((s) => s.rps),
       ref: { name: 'C backend', samples: c.map((s) => s.rps) },
       paired: ts.map((s, i) => s.rps / c[i]!.rps),
-      note: `--publish-batch 0 on both (the rule before); CPU per request TS ${median(ts.map((s) => s.cpuUs)).toFixed(2)} µs, C ${median(c.map((s) => s.cpuUs)).toFixed(2)} µs`,
+      note: `--publish-batch 0 on both (one publication per pass, the first session's rule); CPU per request TS ${median(ts.map((s) => s.cpuUs)).toFixed(2)} µs, C ${median(c.map((s) => s.cpuUs)).toFixed(2)} µs`,
     });
   }
   for (const depth of DEPTHS) {

@@ -4,14 +4,14 @@
  * `depth` requests in flight (closed loop: each completion submits the next request), one
  * fresh connection per configuration.
  *
- *   node dist/bench/vhost-user/load.js --socket S --backend-pid P --configs JSON [--ms 500] [--warm 150]
+ *   node dist/bench/vhost-user/load.js --socket S --backend-pid P --configs JSON [--ms 500] [--warm 150] [--throwaway N]
  *
- * Prints one JSON line per configuration (LoadResult). The backend's CPU time is read from
- * /proc/<P>/stat (utime + stime) at the start and the end of the measured window.
+ * Prints one JSON line per configuration (LoadResult). The backend's CPU time over the measured
+ * window comes from proc.ts (procCpu / cpuSecondsBetween: per-thread schedstat, in ns).
  */
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { requestFor, type TestRequest } from '../../src/devices/test/protocol.js';
-import { procCpuSeconds } from './proc.js';
+import { cpuSecondsBetween, procCpu } from './proc.js';
 
 export interface LoadConfig {
   depth: number;
@@ -63,12 +63,12 @@ export async function measure(socketPath: string, backendPid: number, cfg: LoadC
   const workers = Array.from({ length: cfg.depth }, (_, w) => worker(w));
   await sleep(warmMs);
   const c0 = count;
-  const b0 = procCpuSeconds(backendPid);
+  const b0 = procCpu(backendPid);
   const f0 = process.cpuUsage();
   const t0 = performance.now();
   await sleep(ms);
   const c1 = count;
-  const b1 = procCpuSeconds(backendPid);
+  const b1 = procCpu(backendPid);
   const f1 = process.cpuUsage(f0);
   const t1 = performance.now();
   stop = true;
@@ -79,7 +79,7 @@ export async function measure(socketPath: string, backendPid: number, cfg: LoadC
     ...cfg,
     requests: c1 - c0,
     seconds: (t1 - t0) / 1e3,
-    backendCpu: b1 - b0,
+    backendCpu: cpuSecondsBetween(b0, b1),
     frontendCpu: (f1.user + f1.system) / 1e6,
   };
 }
@@ -90,7 +90,13 @@ if (process.argv[1]?.endsWith('/load.js')) {
   const configs = JSON.parse(arg('--configs')!) as LoadConfig[];
   const ms = Number(arg('--ms') ?? 500);
   const warm = Number(arg('--warm') ?? 150);
-  for (const c of configs) {
+  // --throwaway N: the first N configurations only warm this process up (50 + 100 ms, not printed).
+  const throwaway = Number(arg('--throwaway') ?? 0);
+  for (const [i, c] of configs.entries()) {
+    if (i < throwaway) {
+      await measure(socket, pid, c, 100, 50);
+      continue;
+    }
     const r = await measure(socket, pid, c, ms, warm);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   }

@@ -14,25 +14,44 @@ import { fileURLToPath } from 'node:url';
 const CLOCK_TICKS = 100;
 
 /**
- * CPU seconds of process `pid` (all its threads): the sum of each thread's time on a CPU
- * from /proc/<pid>/task/<tid>/schedstat (nanoseconds). /proc/<pid>/stat's utime + stime
- * count 10 ms ticks, a ±4 % step on a 500 ms window of a half-busy back-end; they are the
- * fallback where schedstat reads 0 (sched_info off).
+ * A reading of process `pid`'s CPU time, for {@link cpuSecondsBetween}: `ns`, the sum of each
+ * live thread's time on a CPU from /proc/<pid>/task/<tid>/schedstat (0 where sched_info is
+ * off), and `ticks`, utime + stime from /proc/<pid>/stat in seconds (10 ms steps, but it keeps
+ * the time of threads that have exited).
  */
-export function procCpuSeconds(pid: number): number {
+export interface CpuReading {
+  ns: number;
+  ticks: number;
+}
+
+export function procCpu(pid: number): CpuReading {
   let ns = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ', 1)[0]);
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ', 1)[0]) || 0;
     } catch {
       // the thread exited meanwhile
     }
   }
-  if (ns > 0) return ns / 1e9;
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // proc(5) fields 14 and 15; f[0] is field 3.
-  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  return { ns, ticks: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS };
+}
+
+/**
+ * CPU seconds between two readings, from one source for both: the nanosecond sums, unless a
+ * thread's time went missing between them (a thread that exited takes its schedstat with it,
+ * so the sum then falls behind the ticks by more than their resolution), else the ticks.
+ * A 500 ms window of a half-busy back-end is ~25 ticks, a ±4 % step per reading.
+ */
+export function cpuSecondsBetween(a: CpuReading, b: CpuReading): number {
+  const byTicks = b.ticks - a.ticks;
+  if (a.ns > 0 && b.ns > 0) {
+    const byNs = (b.ns - a.ns) / 1e9;
+    if (byNs >= byTicks - 2 / CLOCK_TICKS) return byNs;
+  }
+  return byTicks;
 }
 
 /** VmHWM and VmRSS of `pid` in MiB. */
