@@ -181,7 +181,14 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
         ref: { name: 'C backend', samples: c.map((s) => s.cpuUs) },
         paired: ts.map((s, i) => c[i]!.cpuUs / s.cpuUs),
         target: 0.67,
-        note: `TS/C = ${(median(ts.map((s) => s.cpuUs)) / median(c.map((s) => s.cpuUs))).toFixed(2)}× (target ≤ 1.5×)`,
+        // The ratio column is C/TS (higher is better, like every ratio in the table); the note
+        // gives the same paired median as TS/C, the form of the target, and the ratio of medians.
+        note: (() => {
+          const tsOverC = ts.map((s, i) => s.cpuUs / c[i]!.cpuUs);
+          const range = tsOverC.length > 1 ? ` (${Math.min(...tsOverC).toFixed(2)}–${Math.max(...tsOverC).toFixed(2)})` : '';
+          const ofMedians = median(ts.map((s) => s.cpuUs)) / median(c.map((s) => s.cpuUs));
+          return `TS/C = ${median(tsOverC).toFixed(2)}×${range} paired, ${ofMedians.toFixed(2)}× of medians (target ≤ 1.5×)`;
+        })(),
       });
     }
   }
