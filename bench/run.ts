@@ -19,7 +19,7 @@ const SECTIONS: { section: Section; rounds: number }[] = [
   { section: ring, rounds: 9 },
   { section: ringCost, rounds: 1 },
   { section: notify, rounds: 3 },
-  { section: vhostUser, rounds: 5 },
+  { section: vhostUser, rounds: 7 },
   { section: umlE2e, rounds: 3 },
   { section: footprint, rounds: 5 },
 ];
