@@ -83,6 +83,8 @@ export class DeviceRuntime {
   private spare: (DescriptorChain | undefined)[];
   private readonly context: DeviceContext;
   private readonly publishBatch: number;
+  /** Answers before a pass's first publication: 1, or never (publishBatch 0) until its end. */
+  private readonly publishFirst: number;
 
   constructor(
     readonly device: VirtioDevice,
@@ -94,6 +96,7 @@ export class DeviceRuntime {
     const batch = options.publishBatch ?? DEFAULT_PUBLISH_BATCH;
     if (!Number.isSafeInteger(batch) || batch < 0) throw new RangeError(`publishBatch ${batch} is not a count ≥ 0`);
     this.publishBatch = batch === 0 ? Number.MAX_SAFE_INTEGER : batch;
+    this.publishFirst = batch === 0 ? Number.MAX_SAFE_INTEGER : 1;
     this.queues = device.queueMaxSizes.map((maxSize) => ({ maxSize, size: maxSize, desc: 0, avail: 0, used: 0, ready: false }));
     this.active = this.queues.map(() => null);
     this.held = this.queues.map(() => new Set());
@@ -288,7 +291,7 @@ export class DeviceRuntime {
   private process(index: number, q: DeviceQueue): void {
     for (;;) {
       let completed = 0; // answered and not yet published
-      let due = this.publishBatch === Number.MAX_SAFE_INTEGER ? this.publishBatch : 1; // the first answer goes out at once
+      let due = this.publishFirst; // the first answer goes out at once
       let failure: unknown;
       let more = false;
       try {
