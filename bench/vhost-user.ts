@@ -47,9 +47,11 @@ const BACKEND_CPU = 1;
 const LOAD_CPU = 0;
 export const DEPTHS = [1, 16, 128] as const;
 const EVENT_IDX = [true, false] as const;
-const PER_PASS_CONFIGS = [{ depth: 128, eventIdx: true }];
+/** One configuration of the load: requests in flight and VIRTIO_F_EVENT_IDX. */
+type Config = { depth: number; eventIdx: boolean };
+const PER_PASS_CONFIGS: Config[] = [{ depth: 128, eventIdx: true }];
 /** One connection per entry, 50 ms + 150 ms each, results dropped (see the header). */
-const WARM_UP_CONFIGS = [
+const WARM_UP_CONFIGS: Config[] = [
   { depth: 128, eventIdx: true },
   { depth: 16, eventIdx: false },
   { depth: 1, eventIdx: true },
@@ -67,22 +69,21 @@ interface Sample {
 }
 const key = (load: Load, backend: BackendKind, depth: number, eventIdx: boolean) => `${load}/${backend}/${depth}/${eventIdx ? 'on' : 'off'}`;
 
-async function runLoad(load: Load, loadBin: string, socket: string, pid: number, configs: { depth: number; eventIdx: boolean }[], ms: number, warm: number, throwaway = 0): Promise<LoadResult[]> {
+/**
+ * Runs a load generator on `configs`, one connection each: the C one, or the TS one, which
+ * first makes two throwaway connections with the first configuration (see the header).
+ */
+async function runLoad(generator: 'c' | 'ts', loadBin: string, socket: string, pid: number, configs: Config[], ms: number, warm: number): Promise<LoadResult[]> {
   const argv =
-    load === 'c'
+    generator === 'c'
       ? [loadBin, '--socket', socket, '--backend-pid', String(pid), '--configs', configs.map((c) => `${c.depth}:${c.eventIdx ? 1 : 0}:1`).join(','), '--ms', String(ms), '--warm', String(warm)]
-      : [process.execPath, path.join(distRoot, 'bench', 'vhost-user', 'load.js'), '--socket', socket, '--backend-pid', String(pid), '--configs', JSON.stringify(configs), '--ms', String(ms), '--warm', String(warm), '--throwaway', String(throwaway)];
+      : [process.execPath, path.join(distRoot, 'bench', 'vhost-user', 'load.js'), '--socket', socket, '--backend-pid', String(pid), '--configs', JSON.stringify([configs[0]!, configs[0]!, ...configs]), '--ms', String(ms), '--warm', String(warm), '--throwaway', '2'];
   const cmd = pinned(LOAD_CPU, argv);
   const { stdout } = await run$(cmd[0]!, cmd.slice(1), { maxBuffer: 1 << 20, timeout: 120_000 });
   return stdout
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as LoadResult);
-}
-
-/** The TS load generator's own warm-up: two throwaway connections with the configuration, then the measured one (see the header). */
-function runTsLoadWarm(loadBin: string, socket: string, pid: number, config: { depth: number; eventIdx: boolean }, ms: number, warm: number): Promise<LoadResult[]> {
-  return runLoad('ts', loadBin, socket, pid, [config, config, config], ms, warm, 2);
 }
 
 export async function run(opts: SectionOptions): Promise<Row[]> {
@@ -117,7 +118,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       // configuration to the next and between rounds: a pair is < 1 s apart, well inside the
       // minutes over which this machine's cross-core latency drifts.
       const orderFor = (i: number): BackendKind[] => ((round + i) % 2 ? ['ts', 'c'] : ['c', 'ts']);
-      const measurePairs = async (extra: string[], runs: [Load, { depth: number; eventIdx: boolean }][]) => {
+      const measurePairs = async (extra: string[], runs: [Load, Config][]) => {
         const started = await Promise.allSettled((['ts', 'c'] as const).map((kind) => startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir, extra })));
         const both = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
         try {
@@ -127,21 +128,15 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
           for (const [i, [load, config]] of runs.entries()) {
             for (const kind of orderFor(i)) {
               const be = both.find((b) => b.kind === kind)!;
-              record(
-                load,
-                kind,
-                load === 'ts'
-                  ? await runTsLoadWarm(loadBin, be.socket, be.pid, config, msFor(config.depth), warm)
-                  : await runLoad(load === 'pp' ? 'c' : load, loadBin, be.socket, be.pid, [config], msFor(config.depth), warm),
-              );
+              record(load, kind, await runLoad(load === 'ts' ? 'ts' : 'c', loadBin, be.socket, be.pid, [config], msFor(config.depth), warm));
             }
           }
         } finally {
           await Promise.all(both.map((be) => be.stop()));
         }
       };
-      await measurePairs([], [...cConfigs.map((c) => ['c', c] as [Load, typeof c]), ...tsConfigs.map((c) => ['ts', c] as [Load, typeof c])]);
-      await measurePairs(['--publish-batch', '0'], PER_PASS_CONFIGS.map((c) => ['pp', c] as [Load, typeof c]));
+      await measurePairs([], [...cConfigs.map((c): [Load, Config] => ['c', c]), ...tsConfigs.map((c): [Load, Config] => ['ts', c])]);
+      await measurePairs(['--publish-batch', '0'], PER_PASS_CONFIGS.map((c): [Load, Config] => ['pp', c]));
       const line = (load: Load, kind: BackendKind) =>
         cConfigs
           .filter((c) => load === 'c' || c.eventIdx)
