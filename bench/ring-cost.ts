@@ -12,8 +12,8 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { DeviceRuntime } from '../src/device/runtime.js';
-import { VirtioTestDevice } from '../src/devices/test/device.js';
-import { REQUEST_SIZE, RESPONSE_SIZE } from '../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../src/devices/virtio-test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE } from '../src/devices/virtio-test/protocol.js';
 import { FeatureBit, Status, bit } from '../src/virtio/constants.js';
 import { DeviceQueue } from '../src/virtio/device-queue.js';
 import { DriverQueue, type Buffer } from '../src/virtio/driver-queue.js';

@@ -13,7 +13,7 @@ export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio
 export * from './virtio/split-ring.js';
 export type { VirtioDevice, DeviceContext } from './device/device.js';
 export { DEFAULT_PUBLISH_BATCH, DeviceRuntime, type DeviceHost, type DeviceRuntimeOptions, type QueueConfig } from './device/runtime.js';
-export { VirtioTestDevice, type VirtioTestOptions } from './devices/test/device.js';
-export * as virtioTest from './devices/test/protocol.js';
+export { VirtioTestDevice, type VirtioTestOptions } from './devices/virtio-test/device.js';
+export * as virtioTest from './devices/virtio-test/protocol.js';
 export { runMachine, type MachineOptions, type MachineResult } from './machine/machine.js';
 export * from './vhost-user/index.js';

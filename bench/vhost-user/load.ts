@@ -10,7 +10,7 @@
  * window comes from proc.ts (procCpu / cpuSecondsBetween: per-thread schedstat, in ns).
  */
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
-import { requestFor, type TestRequest } from '../../src/devices/test/protocol.js';
+import { requestFor, type TestRequest } from '../../src/devices/virtio-test/protocol.js';
 import { cpuSecondsBetween, procCpu } from './proc.js';
 
 export interface LoadConfig {

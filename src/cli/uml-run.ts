@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { VirtioTestDevice } from '../devices/test/device.js';
+import { VirtioTestDevice } from '../devices/virtio-test/device.js';
 import { buildUmlGuest, findUmlGuest, runUml } from '../machine/uml.js';
 import { serveDevice } from '../vhost-user/backend-server.js';
 

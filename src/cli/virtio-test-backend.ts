@@ -10,9 +10,9 @@
  */
 import { closeSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { VirtioTestDevice } from '../devices/test/device.js';
+import { VirtioTestDevice } from '../devices/virtio-test/device.js';
 import { DEFAULT_PUBLISH_BATCH } from '../device/runtime.js';
-import { VIRTIO_ID_TEST } from '../devices/test/protocol.js';
+import { VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
 import { serveDevice, type BackendServer } from '../vhost-user/backend-server.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import { DEVICE_ID_RULE, QUEUE_SIZE_RULE, isDeviceId, isQueueSize, optionParser, type OptionParser } from './options.js';

@@ -7,7 +7,7 @@
  * (a real Linux kernel as User-Mode Linux, with the device served over vhost-user).
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/test/protocol.js';
+import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
 import { runMachine } from '../machine/machine.js';
 import { RANGE_ERROR, USAGE_LINES, parseByte } from '../machine/programs/virtio.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';

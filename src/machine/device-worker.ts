@@ -3,7 +3,7 @@
  * behind a virtio-mmio register file, served from the bus until the machine shuts down.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtioTestDevice } from '../devices/test/device.js';
+import { VirtioTestDevice } from '../devices/virtio-test/device.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { DeviceBus } from './bus.js';
 import type { MachineMessage, MachineWorkerData } from './layout.js';

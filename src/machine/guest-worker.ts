@@ -4,7 +4,7 @@
  * /dev/virtio_misc), runs the user program and reports its exit status.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtioTestDriver } from '../drivers/test/driver.js';
+import { VirtioTestDriver } from '../drivers/virtio-test/driver.js';
 import { VirtioDriverDevice } from '../drivers/virtio-bus.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { GuestBus } from './bus.js';

@@ -4,7 +4,7 @@
  * the guest and returns its exit status; console lines reach `sink` in the order they happened.
  */
 import { Worker } from 'node:worker_threads';
-import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/test/protocol.js';
+import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
 import { createBus, shutdownBus } from './bus.js';
 import { OrderedConsole, nowMs, type Stream } from './console.js';
 import { DEFAULT_RAM_BYTES, RAM_BASE, type MachineMessage, type MachineWorkerData } from './layout.js';

@@ -26,7 +26,7 @@ import {
   requestFor,
   type TestRequest,
   type TestResponse,
-} from '../devices/test/protocol.js';
+} from '../devices/virtio-test/protocol.js';
 import { native, type Watch } from './native/index.js';
 import { VhostUserFrontend, VhostUserError } from './frontend.js';
 import { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';

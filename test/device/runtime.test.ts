@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
 import { RAM, bringUp, harness } from '../helpers/runtime.js';

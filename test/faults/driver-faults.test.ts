@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeResponse } from '../../src/devices/test/protocol.js';
+import { decodeResponse } from '../../src/devices/virtio-test/protocol.js';
 import { Errno } from '../../src/drivers/kernel.js';
-import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/test-driver.js';
+import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/virtio-test-driver.js';
 
 const setup = (queueSize = 8) => bindTestDriver({ queueSize });
 const tick = () => new Promise((r) => setTimeout(r, 5));

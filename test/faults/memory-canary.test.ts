@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { DeviceRuntime } from '../../src/device/runtime.js';
-import { answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/test/protocol.js';
+import { answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { DescFlags, FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { DriverQueue } from '../../src/virtio/driver-queue.js';
 import { GuestMemory } from '../../src/virtio/memory.js';

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { Status } from '../../src/virtio/constants.js';
 import { VirtioError } from '../../src/virtio/errors.js';
 import { harness, bringUp, RAM, RAM_BYTES } from '../helpers/runtime.js';

@@ -4,8 +4,8 @@
  * corpus replay) and scripts/fuzz.mjs (long runs, writes counterexamples to test/corpus/).
  */
 import fc from 'fast-check';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeRequest, encodeResponse } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeRequest, encodeResponse } from '../../src/devices/virtio-test/protocol.js';
 import { DeviceRuntime } from '../../src/device/runtime.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';

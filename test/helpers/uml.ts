@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { findUmlGuest, type UmlGuest } from '../../src/machine/uml.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { runUml, shellQuote } from '../../src/machine/uml.js';
-import { requestLogLines, requestFor } from '../../src/devices/test/protocol.js';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { requestLogLines, requestFor } from '../../src/devices/virtio-test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import type { DeviceContext } from '../../src/device/device.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import {

@@ -3,7 +3,7 @@
 // the seed's response lines for each, and the backend logs the seed's five lines for each.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { requestLogLines, requestFor } from '../../src/devices/test/protocol.js';
+import { requestLogLines, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { runUml } from '../../src/machine/uml.js';
 import { assertNoKernelTrouble, assertNoUmlLeft, driverLinesFor, needGuest, startBackend, stripTimestamp } from '../helpers/uml.js';
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { requestFor, requestLogLines } from '../../src/devices/test/protocol.js';
+import { requestFor, requestLogLines } from '../../src/devices/virtio-test/protocol.js';
 import { runUml } from '../../src/machine/uml.js';
 import {
   assertNoKernelTrouble,

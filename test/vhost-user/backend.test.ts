@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { DeviceContext } from '../../src/device/device.js';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { answer, requestFor } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { OFFERED_PROTOCOL_FEATURES } from '../../src/vhost-user/backend-session.js';
 import { VhostUserError } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';

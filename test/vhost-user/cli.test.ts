@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { answer, requestFor } from '../../src/devices/test/protocol.js';
+import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { cliPath } from '../helpers/paths.js';

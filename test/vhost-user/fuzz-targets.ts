@@ -12,8 +12,8 @@
  */
 import fc from 'fast-check';
 import { readFileSync, readdirSync } from 'node:fs';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { encodeRequest, requestFor } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { BackendSession } from '../../src/vhost-user/backend-session.js';
 import { ProtocolError, REQUEST_RULES, checkHeader, checkRequest, decodeHeader, encodeMessage, type RawMessage } from '../../src/vhost-user/codec.js';
 import { native } from '../../src/vhost-user/native/index.js';

@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { answer, requestFor, type TestResponse } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { answer, requestFor, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { FeatureBit, Status, hasFeature } from '../../src/virtio/constants.js';
 import { VhostUserError } from '../../src/vhost-user/frontend.js';

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { answer, requestFor } from '../../src/devices/test/protocol.js';
+import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { encodeHeader, encodeMessage } from '../../src/vhost-user/codec.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';

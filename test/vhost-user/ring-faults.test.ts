@@ -11,8 +11,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/test/protocol.js';
+import type { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
 import { DescFlags, Status } from '../../src/virtio/constants.js';

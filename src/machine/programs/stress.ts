@@ -14,7 +14,7 @@
  * Exit status 0 only when every request got exactly its own response.
  */
 import { Errno } from '../../drivers/kernel.js';
-import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/test/protocol.js';
+import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/virtio-test/protocol.js';
 import type { Syscalls } from '../guest-kernel.js';
 
 /** What the machine offers a program beyond system calls (the guest's sysfs, in effect). */

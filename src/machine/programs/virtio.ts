@@ -7,7 +7,7 @@
  *   virtio -c K N       K requests with values N, N+1, ... (mod 256), all verified
  */
 import { Errno } from '../../drivers/kernel.js';
-import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/test/protocol.js';
+import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/virtio-test/protocol.js';
 import type { Syscalls } from '../guest-kernel.js';
 
 export const USAGE_LINES = [

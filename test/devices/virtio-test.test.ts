@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import {
   REQUEST_SIZE,
   RESPONSE_SIZE,
@@ -10,7 +10,7 @@ import {
   encodeRequest,
   requestFor,
   requestLogLines,
-} from '../../src/devices/test/protocol.js';
+} from '../../src/devices/virtio-test/protocol.js';
 import { Status } from '../../src/virtio/constants.js';
 import { RAM, bringUp, harness } from '../helpers/runtime.js';
 

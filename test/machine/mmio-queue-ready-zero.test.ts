@@ -3,8 +3,8 @@
 // QueueReady and MUST read the value back to ensure synchronization."
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { REQUEST_SIZE, RESPONSE_SIZE, encodeRequest, requestFor } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { DeviceBus, createBus } from '../../src/machine/bus.js';
 import { MmioDevice } from '../../src/machine/mmio-device.js';
 import { MMIO } from '../../src/machine/mmio-registers.js';

@@ -4,7 +4,7 @@
 // not live, so a DRIVER_OK in the same status write must not stick either.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { Status, bit } from '../../src/virtio/constants.js';
 import { harness } from '../helpers/runtime.js';
 

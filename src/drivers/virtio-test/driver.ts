@@ -23,7 +23,7 @@ import {
   encodeRequest,
   requestFor,
   responseLogLines,
-} from '../../devices/test/protocol.js';
+} from '../../devices/virtio-test/protocol.js';
 import { Errno, type FileOperations, type GuestKernel, type OpenFile } from '../kernel.js';
 import { ProbeError, type VirtioDriver, type VirtioDriverDevice } from '../virtio-bus.js';
 

@@ -1,7 +1,7 @@
 // virtio 1.2 §2.2.1: the device fails FEATURES_OK for features it did not offer; none above bit 63 are.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { DeviceBus, createBus } from '../../src/machine/bus.js';
 import { MmioDevice } from '../../src/machine/mmio-device.js';
 import { MMIO } from '../../src/machine/mmio-registers.js';

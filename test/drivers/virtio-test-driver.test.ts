@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { decodeResponse } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { decodeResponse } from '../../src/devices/virtio-test/protocol.js';
 import { Errno } from '../../src/drivers/kernel.js';
-import { VirtioTestDriver } from '../../src/drivers/test/driver.js';
+import { VirtioTestDriver } from '../../src/drivers/virtio-test/driver.js';
 import { ProbeError, VirtioDriverDevice } from '../../src/drivers/virtio-bus.js';
 import { Status } from '../../src/virtio/constants.js';
 import { DirectTransport, guestKernel } from '../helpers/direct-transport.js';
-import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/test-driver.js';
+import { bindTestDriver, forgeUsed, heldRequest } from '../helpers/virtio-test-driver.js';
 
 const setup = bindTestDriver;
 

@@ -3,8 +3,8 @@
  * driver-fault tests make: a request held while the device is paused, and a used element the
  * device never produced (forged in the used ring, then an interrupt).
  */
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { VirtioTestDriver } from '../../src/drivers/test/driver.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { VirtioTestDriver } from '../../src/drivers/virtio-test/driver.js';
 import { VirtioDriverDevice } from '../../src/drivers/virtio-bus.js';
 import { DirectTransport, guestKernel } from './direct-transport.js';
 

@@ -2,7 +2,7 @@
 // ready bits in the QueueReady register for all queues in the device."
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { DeviceBus, createBus } from '../../src/machine/bus.js';
 import { MmioDevice } from '../../src/machine/mmio-device.js';
 import { Interrupt, MMIO } from '../../src/machine/mmio-registers.js';

@@ -5,8 +5,8 @@
 // start serving its queues when DRIVER_OK is then set, and must tell the now-live driver.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioTestDevice } from '../../src/devices/test/device.js';
-import { REQUEST_SIZE, RESPONSE_SIZE, encodeRequest, requestFor } from '../../src/devices/test/protocol.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { DriverQueue } from '../../src/virtio/driver-queue.js';
 import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
