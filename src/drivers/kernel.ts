@@ -46,3 +46,13 @@ export interface GuestKernel {
   registerMisc(name: string, fops: FileOperations): string;
   deregisterMisc(name: string): void;
 }
+
+/** The system calls a user program can make. */
+export interface Syscalls {
+  open(path: string): number;
+  write(fd: number, data: Uint8Array): Promise<number>;
+  read(fd: number, count: number): Promise<Uint8Array>;
+  close(fd: number): void;
+  /** printf to the program's stdout. */
+  print(text: string): void;
+}

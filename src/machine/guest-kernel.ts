@@ -3,7 +3,7 @@
  * with boot-relative timestamps, a DMA allocator over guest RAM, misc character devices
  * under /dev, and the system calls user programs use (open, read, write, close).
  */
-import { Errno, type FileOperations, type GuestKernel, type OpenFile } from '../drivers/kernel.js';
+import { Errno, type FileOperations, type GuestKernel, type OpenFile, type Syscalls } from '../drivers/kernel.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import { kernelTimestamp, nowMs } from './console.js';
 import { DmaAllocator } from './dma-allocator.js';
@@ -13,16 +13,6 @@ export type LogLevel = 'info' | 'debug';
 export interface KernelConsole {
   /** A console line (already formatted). */
   write(text: string, stream?: 'stdout' | 'stderr'): void;
-}
-
-/** The system calls a user program can make. */
-export interface Syscalls {
-  open(path: string): number;
-  write(fd: number, data: Uint8Array): Promise<number>;
-  read(fd: number, count: number): Promise<Uint8Array>;
-  close(fd: number): void;
-  /** printf to the program's stdout. */
-  print(text: string): void;
 }
 
 export class EmbeddedKernel implements GuestKernel, Syscalls {

@@ -15,7 +15,7 @@
  */
 import { Errno } from '../../drivers/kernel.js';
 import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/virtio-test/protocol.js';
-import type { Syscalls } from '../guest-kernel.js';
+import type { Syscalls } from '../../drivers/kernel.js';
 
 /** What the machine offers a program beyond system calls (the guest's sysfs, in effect). */
 export interface MachineControl {

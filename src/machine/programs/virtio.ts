@@ -8,7 +8,7 @@
  */
 import { Errno } from '../../drivers/kernel.js';
 import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/virtio-test/protocol.js';
-import type { Syscalls } from '../guest-kernel.js';
+import type { Syscalls } from '../../drivers/kernel.js';
 
 export const USAGE_LINES = [
   'ERROR:please enter two parameters!',
