@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
 import { runMachine } from '../machine/machine.js';
-import { RANGE_ERROR, USAGE_LINES, parseByte } from '../machine/programs/virtio.js';
+import { RANGE_ERROR, USAGE_LINES, parseByte } from '../drivers/virtio-test/program.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import { DEVICE_ID_RULE, QUEUE_SIZE_RULE, isDeviceId, isQueueSize, optionParser, type OptionParser } from './options.js';
 
@@ -31,6 +31,8 @@ Options:
   --machine M         embedded (default): guest and device threads in this process, no VM, no root
                       uml: a real Linux 6.1 guest (User-Mode Linux) and this device over vhost-user
   --verbose           also print the guest's boot messages
+  --quiet             print no kernel or device lines, only the program's summary
+  --json              print the summary as one JSON object (implies --quiet)
   -h, --help          this text
 
 Exit status: the guest program's (0 on success; 255 as the seed's \`return -1\`), 2 for bad options.`;
@@ -41,6 +43,26 @@ function usageError(lines: string[]): never {
 }
 
 const options: OptionParser = optionParser('virtio');
+
+/** One summary object on stdout; the process's peak memory included (what a long run's user watches). */
+function printJson(fields: Record<string, unknown>): void {
+  const maxRssMiB = Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
+  process.stdout.write(`${JSON.stringify({ ...fields, seconds: Number((fields.seconds as number).toFixed(3)), maxRssMiB })}\n`);
+}
+
+/** A progress line on a terminal's stderr, rewritten in place. */
+function progressLine(unit: string): { update(done: number, total: number): void; end(): void } {
+  let shown = false;
+  return {
+    update(done, total) {
+      shown = true;
+      process.stderr.write(`\rvirtio: ${done}/${total} ${unit} (${Math.floor((done * 100) / total)}%)\x1b[K`);
+    },
+    end() {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
+}
 
 async function main(): Promise<void> {
   // A negative number is a value out of range, not an option.
@@ -55,6 +77,8 @@ async function main(): Promise<void> {
         'queue-size': { type: 'string' },
         machine: { type: 'string' },
         verbose: { type: 'boolean' },
+        quiet: { type: 'boolean' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -92,7 +116,19 @@ async function main(): Promise<void> {
     process.exitCode = await runOnUml({ argv, deviceId, queueSize, verbose: values.verbose ?? false });
     return;
   }
-  const { exitCode } = await runMachine({ argv, deviceId, queueSize, verbose: values.verbose ?? false });
+  const json = values.json ?? false;
+  const started = performance.now();
+  const progress = count > 1 && process.stderr.isTTY ? progressLine('requests') : undefined;
+  const { exitCode, report } = await runMachine({
+    argv: json ? ['virtio', '-j', ...argv.slice(1)] : argv,
+    deviceId,
+    queueSize,
+    verbose: values.verbose ?? false,
+    quiet: json || (values.quiet ?? false),
+    ...(progress ? { onProgress: progress.update } : {}),
+  });
+  progress?.end();
+  if (json) printJson({ machine, device: 'virtio-test', ...report, exitCode, seconds: (performance.now() - started) / 1000 });
   process.exitCode = exitCode;
 }
 

@@ -52,14 +52,20 @@ export interface DeviceEnvironment {
   readonly quiet?: boolean;
 }
 
+/** What the embedded machine offers a program beyond system calls (the guest's sysfs, in effect). */
+export interface MachineControl {
+  /** Unbinds the driver (the device is reset, buffers in flight are taken back) and binds it again. */
+  rebind(): Promise<void>;
+}
+
 /** A user program of the embedded guest: gets system calls and argv, returns its exit status. */
-export type GuestProgram = (sys: Syscalls, argv: readonly string[]) => Promise<number>;
+export type GuestProgram = (sys: Syscalls, argv: readonly string[], control?: MachineControl) => Promise<number>;
 
 export interface EmbeddedGuestSide {
   /** The guest driver bound to `deviceIds` (the device's ID, or the one `--device-id` chose). */
   loadDriver(): Promise<(deviceIds: readonly number[], values: OptionValues) => VirtioDriver>;
-  /** The demo program `virtio --device NAME` runs in the guest. */
-  loadProgram(): Promise<GuestProgram>;
+  /** The guest program called `name` (argv[0]; the demo's is programArgv()[0]), or undefined. */
+  loadProgram(name: string): Promise<GuestProgram | undefined>;
   /** The demo program's argv from the command's options and positional arguments. */
   programArgv(values: OptionValues, positionals: readonly string[]): string[];
 }

@@ -55,4 +55,8 @@ export interface Syscalls {
   close(fd: number): void;
   /** printf to the program's stdout. */
   print(text: string): void;
+  /** Reports how far a long run is (the host may show it on a terminal). */
+  progress?(done: number, total: number): void;
+  /** Hands the host a machine-readable summary of the run (virtio --json). */
+  report?(fields: Readonly<Record<string, number | string>>): void;
 }

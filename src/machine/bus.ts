@@ -29,8 +29,9 @@ const enum Word {
   InterruptCount,
   /** Set to 1 to stop both sides. */
   Shutdown,
-  /** Console line sequence numbers shared by both sides (see console.ts). */
-  ConsoleSeq,
+  /** A guest program's progress (done, total), for the host's progress line. */
+  ProgressDone,
+  ProgressTotal,
   Count,
 }
 
@@ -52,9 +53,9 @@ class BusWords {
   get shutdown(): boolean {
     return Atomics.load(this.w, Word.Shutdown) !== 0;
   }
-  /** Next console sequence number (shared by both threads). */
-  nextConsoleSeq(): number {
-    return Atomics.add(this.w, Word.ConsoleSeq, 1);
+  setProgress(done: number, total: number): void {
+    Atomics.store(this.w, Word.ProgressTotal, total);
+    Atomics.store(this.w, Word.ProgressDone, done);
   }
 }
 
@@ -183,6 +184,12 @@ export function keepAlive(): NodeJS.Timeout {
 }
 
 /** The machine's end: stops both threads. */
+/** A guest program's progress as last reported (the host's progress line). */
+export function busProgress(sab: SharedArrayBuffer): { done: number; total: number } {
+  const w = new Int32Array(sab);
+  return { done: Atomics.load(w, Word.ProgressDone), total: Atomics.load(w, Word.ProgressTotal) };
+}
+
 export function shutdownBus(sab: SharedArrayBuffer): void {
   const w = new Int32Array(sab);
   Atomics.store(w, Word.Shutdown, 1);

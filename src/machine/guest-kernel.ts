@@ -15,6 +15,17 @@ export interface KernelConsole {
   write(text: string, stream?: 'stdout' | 'stderr'): void;
 }
 
+export interface EmbeddedKernelOptions {
+  /** Print KERN_DEBUG lines (boot messages). */
+  verbose?: boolean;
+  /** Print no kernel lines at all (Linux's `quiet`, loglevel 0): programs' own output only. */
+  quiet?: boolean;
+  /** Where a program's progress goes (Syscalls.progress). */
+  progress?(done: number, total: number): void;
+  /** Where a program's summary goes (Syscalls.report). */
+  report?(fields: Readonly<Record<string, number | string>>): void;
+}
+
 export class EmbeddedKernel implements GuestKernel, Syscalls {
   private readonly dma: DmaAllocator;
   private readonly misc = new Map<string, FileOperations>();
@@ -26,13 +37,13 @@ export class EmbeddedKernel implements GuestKernel, Syscalls {
     ram: { base: number; size: number },
     private readonly bootMs: number,
     private readonly console: KernelConsole,
-    private readonly verbose = false,
+    private readonly options: EmbeddedKernelOptions = {},
   ) {
     this.dma = new DmaAllocator(ram.base, ram.size);
   }
 
   printk(line: string, level: LogLevel = 'info'): void {
-    if (level === 'debug' && !this.verbose) return;
+    if (this.options.quiet || (level === 'debug' && !this.options.verbose)) return;
     this.console.write(`${kernelTimestamp(nowMs() - this.bootMs)} ${line}`);
   }
 
@@ -90,6 +101,14 @@ export class EmbeddedKernel implements GuestKernel, Syscalls {
     const f = this.file(fd);
     this.files.delete(fd);
     f.fops.release?.(f.file);
+  }
+
+  progress(done: number, total: number): void {
+    this.options.progress?.(done, total);
+  }
+
+  report(fields: Readonly<Record<string, number | string>>): void {
+    this.options.report?.(fields);
   }
 
   print(text: string): void {

@@ -1,18 +1,18 @@
 /**
  * The guest thread of the embedded machine (the seed's Linux guest): boots a tiny kernel,
- * probes the virtio-mmio device, binds the virtio-test driver (which registers
- * /dev/virtio_misc), runs the user program and reports its exit status.
+ * probes the virtio-mmio device, binds the device's guest driver (found in the registry by
+ * the device's name), runs the user program named by argv[0] and reports its exit status.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtioTestDriver } from '../drivers/virtio-test/driver.js';
+import type { MachineControl } from '../devices/definition.js';
+import { findDevice } from '../devices/registry.js';
 import { VirtioDriverDevice } from '../drivers/virtio-bus.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { GuestBus } from './bus.js';
+import { ConsoleWriter } from './console.js';
 import { EmbeddedKernel } from './guest-kernel.js';
 import type { MachineMessage, MachineWorkerData } from './layout.js';
 import { MmioDriverTransport } from './mmio-driver-transport.js';
-import { stressProgram, type MachineControl } from './programs/stress.js';
-import { virtioProgram } from './programs/virtio.js';
 
 const data = workerData as MachineWorkerData;
 const post = (m: MachineMessage) => parentPort!.postMessage(m);
@@ -24,34 +24,44 @@ async function boot(): Promise<number> {
     memory,
     { base: data.ramBase, size: data.ram.byteLength },
     data.bootMs,
-    { write: (text, stream = 'stdout') => post({ kind: 'console', seq: bus.nextConsoleSeq(), stream, text }) },
-    data.verbose,
+    new ConsoleWriter(data.console),
+    {
+      verbose: data.verbose,
+      quiet: data.quiet,
+      progress: (done, total) => bus.setProgress(done, total),
+      report: (fields) => post({ kind: 'report', fields }),
+    },
   );
+  const guestSide = findDevice(data.device)?.embedded;
+  if (!guestSide) throw new Error(`device '${data.device}' has no guest driver for the embedded machine`);
   const transport = new MmioDriverTransport(bus);
   kernel.printk(`virtio-mmio: device ${transport.deviceId} found`, 'debug');
-  const driver = new VirtioTestDriver({ deviceIds: [data.driverDeviceId] });
+  const driver = (await guestSide.loadDriver())([data.driverDeviceId], data.deviceOptions);
   let control: MachineControl | undefined;
   if (driver.deviceIds.includes(transport.deviceId)) {
     const dev = new VirtioDriverDevice(transport, kernel);
     // unbind + bind, as through sysfs: reset with buffers in flight, then re-negotiation
     control = {
       async rebind() {
-        driver.remove(dev);
+        driver.remove?.(dev);
         dev.deleteQueues();
         await dev.bind(driver);
       },
     };
-    kernel.printk(`>>>>>> virttest_probe function is called <<<<<<`, 'debug');
     try {
       await dev.bind(driver);
-      kernel.printk('misc register has succeeded', 'debug');
+      kernel.printk(`${driver.name}: bound to device ${transport.deviceId}`, 'debug');
     } catch (e) {
-      kernel.printk(`virtio_test: probe failed: ${(e as Error).message}`);
+      kernel.printk(`${driver.name}: probe failed: ${(e as Error).message}`);
     }
   }
   // the program is picked by argv[0], as a shell would
-  if (data.argv[0] === 'stress') return stressProgram(kernel, data.argv, control);
-  return virtioProgram(kernel, data.argv);
+  const program = await guestSide.loadProgram(data.argv[0] ?? '');
+  if (!program) {
+    kernel.print(`sh: ${data.argv[0]}: not found`);
+    return 127;
+  }
+  return program(kernel, data.argv, control);
 }
 
 boot().then(

@@ -1,4 +1,5 @@
 /** The embedded machine's guest-physical memory map and the data each thread starts with. */
+import type { OptionValues } from '../devices/definition.js';
 
 /** Guest RAM starts at 1 GiB (any address works; a non-zero base catches address/offset mix-ups). */
 export const RAM_BASE = 0x4000_0000;
@@ -8,22 +9,27 @@ export const DEFAULT_RAM_BYTES = 4 * 1024 * 1024;
 export interface MachineWorkerData {
   ram: SharedArrayBuffer;
   bus: SharedArrayBuffer;
+  /** The console ring both threads write lines to (console.ts). */
+  console: SharedArrayBuffer;
   ramBase: number;
   /** Wall-clock ms of the machine's start: printk time zero. */
   bootMs: number;
-  deviceId: number;
-  /** The device ID in the guest driver's id_table (normally the same as deviceId). */
+  /** The registered device's name (src/devices/registry.ts) and its parsed options. */
+  device: string;
+  deviceOptions: OptionValues;
+  /** The device ID in the guest driver's id_table (normally the device's own). */
   driverDeviceId: number;
-  queueSize: number;
   verbose: boolean;
+  /** No kernel lines and no device lines: programs' own output only. */
+  quiet: boolean;
   /** Guest side: the user program's argv. */
   argv: string[];
   /** Device side: milliseconds each response is delayed (a slow device), 0 for none. */
   deviceDelayMs: number;
 }
 
-/** Messages a worker posts to the machine (console lines and the program's exit). */
+/** Messages a worker posts to the machine (console lines go through the console ring instead). */
 export type MachineMessage =
-  | { kind: 'console'; seq: number; stream: 'stdout' | 'stderr'; text: string }
   | { kind: 'exit'; code: number }
+  | { kind: 'report'; fields: Record<string, number | string> }
   | { kind: 'fatal'; message: string };

@@ -4,24 +4,36 @@
  * the guest and returns its exit status; console lines reach `sink` in the order they happened.
  */
 import { Worker } from 'node:worker_threads';
-import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
-import { createBus, shutdownBus } from './bus.js';
-import { OrderedConsole, nowMs, type Stream } from './console.js';
+import type { OptionValues } from '../devices/definition.js';
+import { deviceNames, findDevice } from '../devices/registry.js';
+import { busProgress, createBus, shutdownBus } from './bus.js';
+import { ConsoleReader, createConsole, nowMs, type Stream } from './console.js';
 import { DEFAULT_RAM_BYTES, RAM_BASE, type MachineMessage, type MachineWorkerData } from './layout.js';
 
 export interface MachineOptions {
-  /** The guest user program's argv, e.g. ['virtio', '10']. */
+  /** The registered device to attach (src/devices/registry.ts); default 'virtio-test'. */
+  device?: string;
+  /** The device's options by flag name; absent ones take the definition's defaults. */
+  deviceOptions?: OptionValues;
+  /** The guest user program's argv, e.g. ['virtio', '10']: argv[0] names one of the device's programs. */
   argv: string[];
+  /** Shorthand for deviceOptions['device-id'] (devices that have that option). */
   deviceId?: number;
-  /** The ID the guest driver binds to; default `deviceId` (a mismatch leaves the device unbound). */
+  /** The ID the guest driver binds to; default the device's (a mismatch leaves the device unbound). */
   driverDeviceId?: number;
+  /** Shorthand for deviceOptions['queue-size'] (devices that have that option). */
   queueSize?: number;
   ramBytes?: number;
   /** Show boot messages (KERN_DEBUG printk). */
   verbose?: boolean;
+  /** No kernel or device lines: the program's own output only. */
+  quiet?: boolean;
+  /** Called about every `progressMs` (default 250) while a program reports progress. */
+  onProgress?: (done: number, total: number) => void;
+  progressMs?: number;
   /** Delay every device response by this many ms. */
   deviceDelayMs?: number;
-  /** Where console lines go; default process.stdout / process.stderr. */
+  /** Where console lines go, one call per line; default process.stdout / process.stderr (with backpressure). */
   sink?: (text: string, stream: Stream) => void;
   /** Give up after this long (default: no limit). */
   timeoutMs?: number;
@@ -29,29 +41,79 @@ export interface MachineOptions {
 
 export interface MachineResult {
   exitCode: number;
+  /** What the program handed the host with Syscalls.report, if anything. */
+  report?: Record<string, number | string>;
 }
 
-const defaultSink = (text: string, stream: Stream) => (stream === 'stderr' ? process.stderr : process.stdout).write(`${text}\n`);
+/** The device's options: its definition's defaults, then `given`, then the shorthands. */
+function deviceOptionsFor(options: MachineOptions): { device: string; values: OptionValues; deviceId: number } {
+  const device = options.device ?? 'virtio-test';
+  const definition = findDevice(device);
+  if (!definition) throw new Error(`no device '${device}' (registered: ${deviceNames()})`);
+  const values: Record<string, OptionValues[string]> = {};
+  for (const o of definition.options) values[o.flag] = o.default;
+  Object.assign(values, options.deviceOptions);
+  for (const [flag, value] of [['device-id', options.deviceId], ['queue-size', options.queueSize]] as const) {
+    if (value === undefined) continue;
+    if (!definition.options.some((o) => o.flag === flag)) throw new Error(`device '${device}' has no --${flag} option`);
+    values[flag] = value;
+  }
+  const deviceId = typeof values['device-id'] === 'number' ? values['device-id'] : definition.deviceId;
+  return { device, values, deviceId };
+}
+
+/** Writes a run of lines; when the stream's buffer is full, waits for it to drain (so the console's producers wait too). */
+function writeToProcess(text: string, stream: Stream): Promise<void> | void {
+  const out = stream === 'stderr' ? process.stderr : process.stdout;
+  if (out.write(text)) return;
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done).off('error', done).off('close', done);
+      resolve();
+    };
+    out.on('drain', done).on('error', done).on('close', done);
+  });
+}
+
+/** A per-line sink over the reader's runs of lines. */
+function perLine(sink: (text: string, stream: Stream) => void) {
+  return (text: string, stream: Stream): void => {
+    const lines = text.split('\n');
+    lines.pop(); // every run ends in a newline
+    for (const line of lines) sink(line, stream);
+  };
+}
 
 export async function runMachine(options: MachineOptions): Promise<MachineResult> {
   const ramBytes = options.ramBytes ?? DEFAULT_RAM_BYTES;
+  const { device, values, deviceId } = deviceOptionsFor(options);
   const data: MachineWorkerData = {
     ram: new SharedArrayBuffer(ramBytes),
     bus: createBus(),
+    console: createConsole(),
     ramBase: RAM_BASE,
     bootMs: nowMs(),
-    deviceId: options.deviceId ?? VIRTIO_ID_TEST,
-    driverDeviceId: options.driverDeviceId ?? options.deviceId ?? VIRTIO_ID_TEST,
-    queueSize: options.queueSize ?? DEFAULT_QUEUE_SIZE,
+    device,
+    deviceOptions: values,
+    driverDeviceId: options.driverDeviceId ?? deviceId,
     verbose: options.verbose ?? false,
+    quiet: options.quiet ?? false,
     argv: options.argv,
     deviceDelayMs: options.deviceDelayMs ?? 0,
   };
-  const console = new OrderedConsole(options.sink ?? defaultSink);
+  const console = new ConsoleReader(data.console);
+  const draining = console.drain(options.sink ? perLine(options.sink) : writeToProcess);
   const workers = [
     new Worker(new URL('./device-worker.js', import.meta.url), { workerData: data }),
     new Worker(new URL('./guest-worker.js', import.meta.url), { workerData: data }),
   ];
+  let report: Record<string, number | string> | undefined;
+  const progress =
+    options.onProgress &&
+    setInterval(() => {
+      const { done, total } = busProgress(data.bus);
+      if (total > 0) options.onProgress!(done, total);
+    }, options.progressMs ?? 250);
   try {
     const exitCode = await new Promise<number>((resolve, reject) => {
       const timer =
@@ -64,26 +126,27 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
       };
       for (const w of workers) {
         w.on('message', (m: MachineMessage) => {
-          if (m.kind === 'console') console.push(m);
-          else if (m.kind === 'exit') done(() => resolve(m.code));
+          if (m.kind === 'exit') done(() => resolve(m.code));
+          else if (m.kind === 'report') report = m.fields;
           else done(() => reject(new Error(m.message)));
         });
         w.on('error', (e) => done(() => reject(e)));
         w.on('exit', (code) => done(() => reject(new Error(`machine: a thread exited early (code ${code})`))));
       }
     });
-    return { exitCode };
+    return report ? { exitCode, report } : { exitCode };
   } finally {
+    if (progress) clearInterval(progress);
     shutdownBus(data.bus);
     for (const w of workers) w.removeAllListeners('exit').removeAllListeners('message');
-    // Let both threads post their last lines, then stop them.
-    await Promise.all(workers.map((w) => stopWorker(w, (m: MachineMessage) => m.kind === 'console' && console.push(m))));
-    console.flush();
+    // Both threads stop (the console keeps draining, so neither waits on a full ring), then the rest is printed.
+    await Promise.all(workers.map(stopWorker));
+    console.stop();
+    await draining;
   }
 }
 
-async function stopWorker(w: Worker, onMessage: (m: MachineMessage) => void): Promise<void> {
-  w.on('message', onMessage);
+async function stopWorker(w: Worker): Promise<void> {
   await new Promise<void>((resolve) => {
     const t = setTimeout(() => void w.terminate().then(() => resolve()), 200);
     w.once('exit', () => {

@@ -80,6 +80,6 @@ export function guestKernel(ramBytes = 1 << 20): { kernel: EmbeddedKernel; memor
   const buffer = new SharedArrayBuffer(ramBytes);
   const memory = new GuestMemory([{ guestAddr: GUEST_RAM, size: ramBytes, buffer }]);
   const lines: string[] = [];
-  const kernel = new EmbeddedKernel(memory, { base: GUEST_RAM, size: ramBytes }, Date.now(), { write: (t) => lines.push(t) }, true);
+  const kernel = new EmbeddedKernel(memory, { base: GUEST_RAM, size: ramBytes }, Date.now(), { write: (t) => lines.push(t) }, { verbose: true });
   return { kernel, memory, lines };
 }

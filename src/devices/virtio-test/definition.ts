@@ -43,4 +43,33 @@ export const virtioTestDefinition: DeviceDefinition = {
       createDevice: () => new VirtioTestDevice({ deviceId, queueSize, print: !env.quiet }),
     };
   },
+  embedded: {
+    async loadDriver() {
+      const { VirtioTestDriver } = await import('../../drivers/virtio-test/driver.js');
+      return (deviceIds) => new VirtioTestDriver({ deviceIds });
+    },
+    async loadProgram(name) {
+      if (name === 'virtio') return (await import('../../drivers/virtio-test/program.js')).virtioProgram;
+      if (name === 'stress') return (await import('../../drivers/virtio-test/stress-program.js')).stressProgram;
+      return undefined;
+    },
+    programArgv: (values, positionals) => {
+      const count = Number(values.count ?? 1);
+      return ['virtio', ...(values.json ? ['-j'] : []), ...(count > 1 ? ['-c', String(count)] : []), ...positionals];
+    },
+  },
+  linux: {
+    // The C program of guest/linux/user against the C driver: once, or K times with N, N+1, ... mod 256.
+    guestCommand(values, positionals) {
+      const count = Number(values.count ?? 1);
+      const n = Number(positionals[0]);
+      if (count <= 1) return ['virtio', String(n)];
+      const loop =
+        `i=0; while [ $i -lt ${count} ]; do virtio $(( (${n} + i) % 256 )) || exit $?; i=$((i + 1)); done; ` +
+        `echo "virtio: ${count} requests, ${count} responses verified"`;
+      return ['sh', '-c', loop];
+    },
+    qemuDevice: null,
+    qemuMissing: "QEMU 7.2 has no vhost-user device for ID 45 (the generic vhost-user-test-device arrived in QEMU 10.2)",
+  },
 };

@@ -13,15 +13,11 @@
  *   stress: P writers x K requests: N verified, 0 lost, 0 duplicated, 0 mismatched in T ms (R req/s)
  * Exit status 0 only when every request got exactly its own response.
  */
-import { Errno } from '../../drivers/kernel.js';
+import { Errno } from '../kernel.js';
 import { RESPONSE_SIZE, answer, decodeResponse, requestFor } from '../../devices/virtio-test/protocol.js';
-import type { Syscalls } from '../../drivers/kernel.js';
+import type { Syscalls } from '../kernel.js';
 
-/** What the machine offers a program beyond system calls (the guest's sysfs, in effect). */
-export interface MachineControl {
-  /** Unbinds the driver (the device is reset, buffers in flight are taken back) and binds it again. */
-  rebind(): Promise<void>;
-}
+import type { MachineControl } from '../../devices/definition.js';
 
 const USAGE = 'usage: stress [-p writers] [-c requests-per-writer] [--reset]';
 const DEVICE = '/dev/virtio_misc';
