@@ -11,7 +11,8 @@
  * front-end waits in the backlog until the first leaves (this is also what makes a quick
  * reconnect safe: the new connection is taken only after the old one is cleaned up).
  */
-import { lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
 import type { VirtioDevice } from '../device/device.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import { native, type Watch } from './native/index.js';
@@ -19,8 +20,23 @@ import { BackendSession, DEFAULT_MAX_MEM_SLOTS } from './backend-session.js';
 import { closeQuietly } from './message-channel.js';
 
 export interface ServeDeviceOptions {
-  /** Where to listen. A stale socket file (nothing listening) is replaced. */
-  socketPath: string;
+  /** Where to listen. A stale socket file (nothing listening) is replaced. Required unless `listenFd` is given. */
+  socketPath?: string;
+  /**
+   * Serve on this already-listening AF_UNIX stream socket instead of creating one (a socket
+   * passed by a parent with --fd, or by systemd socket activation). The server takes it over:
+   * it is made non-blocking and close() closes it, but never removes a socket file it is bound to.
+   * Exclusive with `socketPath`, `socketMode`, `socketGroup`.
+   */
+  listenFd?: number;
+  /**
+   * Permission bits of the socket file created for `socketPath` (e.g. 0o600). The socket is
+   * created owner-only (umask 0177; on the main thread, where umask can be set) and then given
+   * these bits, after `socketGroup`. Default: as the process umask makes it.
+   */
+  socketMode?: number;
+  /** Group (gid) of the socket file created for `socketPath`. Default: the process's group. */
+  socketGroup?: number;
   /** Makes the device model for one connection. */
   createDevice: () => VirtioDevice;
   /** Device model lines (e.g. virtio-test's request dump). Default: dropped. */
@@ -41,6 +57,7 @@ export interface ServeDeviceOptions {
 }
 
 export interface BackendServer {
+  /** The socket's path: `socketPath`, or the name a `listenFd` is bound to ('' if unnamed; '@name' when abstract). */
   readonly socketPath: string;
   /** The current connection, if a front-end is connected. */
   readonly session: BackendSession | null;
@@ -60,8 +77,23 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
   if (!(maxQueueSize > 0 && (maxQueueSize & (maxQueueSize - 1)) === 0 && maxQueueSize <= MAX_QUEUE_SIZE)) {
     throw new RangeError(`maxQueueSize ${maxQueueSize} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
   }
-  const listenFd = listenReplacingStale(options.socketPath, options.backlog ?? 4);
-  const ino = lstatSync(options.socketPath).ino;
+  let listenFd: number;
+  let socketPath: string;
+  /** The inode of the socket file we created (removed on close), or null for a given fd. */
+  let ino: number | null = null;
+  if (options.listenFd !== undefined) {
+    if (options.socketPath !== undefined || options.socketMode !== undefined || options.socketGroup !== undefined) {
+      throw new TypeError('listenFd excludes socketPath, socketMode and socketGroup');
+    }
+    listenFd = options.listenFd;
+    socketPath = checkListeningSocket(listenFd);
+    native.setNonblocking(listenFd, true);
+  } else {
+    if (options.socketPath === undefined) throw new TypeError('socketPath or listenFd is required');
+    socketPath = options.socketPath;
+    listenFd = createSocket(socketPath, options.backlog ?? 4, options.socketMode, options.socketGroup);
+    ino = lstatSync(socketPath).ino;
+  }
 
   let session: BackendSession | null = null;
   let connections = 0;
@@ -129,7 +161,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
   watchListener();
 
   return {
-    socketPath: options.socketPath,
+    socketPath,
     get session() {
       return session;
     },
@@ -146,13 +178,72 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
       watch = null;
       session?.close('back-end shutting down');
       closeQuietly(listenFd);
+      if (ino === null) return; // a given fd: its socket file (if any) belongs to whoever made it
       try {
-        if (lstatSync(options.socketPath).ino === ino) unlinkSync(options.socketPath);
+        if (lstatSync(socketPath).ino === ino) unlinkSync(socketPath);
       } catch {
         // already gone
       }
     },
   };
+}
+
+/**
+ * Checks that `fd` is a listening AF_UNIX stream socket (what a vhost-user back-end accepts
+ * front-ends on) and returns the name it is bound to ('' if unnamed). Throws an Error with
+ * code 'ENOTSOCK' or 'EINVAL' and a message saying what the fd is instead.
+ */
+export function checkListeningSocket(fd: number): string {
+  let info;
+  try {
+    info = native.socketInfo(fd);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOTSOCK') throw Object.assign(new Error(`fd ${fd} is not a socket`), { code });
+    if (code === 'EBADF') throw Object.assign(new Error(`fd ${fd} is not open`), { code });
+    throw e;
+  }
+  const what = `${info.listening ? 'a listening' : 'a non-listening'} ${info.family} ${info.type} socket`;
+  if (info.family !== 'unix' || info.type !== 'stream' || !info.listening) {
+    throw Object.assign(new Error(`fd ${fd} is ${what}, not a listening Unix stream socket`), { code: 'EINVAL' });
+  }
+  return info.path ?? '';
+}
+
+/**
+ * Creates the listening socket at `path` (replacing a stale one). With `mode`, the socket file
+ * is created owner-only (umask 0177 around bind, on the main thread: workers cannot set the
+ * umask), given `gid`, then `mode`: nobody else can connect before it has its final group and
+ * bits. A socket whose group or mode cannot be set is removed again and the error thrown.
+ */
+function createSocket(path: string, backlog: number, mode: number | undefined, gid: number | undefined): number {
+  if (mode !== undefined && !(Number.isInteger(mode) && mode >= 0 && mode <= 0o7777)) {
+    throw new RangeError(`socketMode ${mode} is not a set of permission bits (0..0o7777)`);
+  }
+  if (gid !== undefined && !(Number.isInteger(gid) && gid >= 0 && gid <= 0xffffffff)) {
+    throw new RangeError(`socketGroup ${gid} is not a gid`);
+  }
+  const restrict = mode !== undefined && isMainThread;
+  const saved = restrict ? process.umask(0o177) : 0;
+  let fd: number;
+  try {
+    fd = listenReplacingStale(path, backlog);
+  } finally {
+    if (restrict) process.umask(saved);
+  }
+  try {
+    if (gid !== undefined) chownSync(path, -1, gid);
+    if (mode !== undefined) chmodSync(path, mode);
+  } catch (e) {
+    closeQuietly(fd);
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+    throw e;
+  }
+  return fd;
 }
 
 /**

@@ -437,7 +437,8 @@ export class BackendSession {
 
   private setVringNum(index: number, num: number): void {
     const v = this.vring(index);
-    const max = this.options.maxQueueSize;
+    // The device's own maximum for this queue bounds it too (virtio 1.2 §4.2.2: QueueNumMax).
+    const max = Math.min(this.options.maxQueueSize, this.device.queueMaxSizes[index]!);
     if (!(num > 0 && (num & (num - 1)) === 0 && num <= max)) {
       throw new ProtocolError(`vring ${index}: size ${num} is not a power of two in 1..${max}`);
     }

@@ -258,7 +258,7 @@ describe('vhost-user back-end with the TypeScript front-end', () => {
   });
 
   it('answers 10,000 requests, each once and correctly', async () => {
-    const quiet = startServer({ createDevice: () => new VirtioTestDevice({ print: false }) });
+    const quiet = startServer({ createDevice: () => new VirtioTestDevice({ print: false, queueSize: 256 }) });
     try {
       await withClient(quiet, { queueSize: 256 }, async (c) => {
         const ns = Array.from({ length: 10_000 }, (_, i) => i);

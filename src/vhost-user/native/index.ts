@@ -40,6 +40,16 @@ export interface RecvResult {
   truncatedFds: boolean;
 }
 
+/** Result of {@link Native.socketInfo}. */
+export interface SocketInfo {
+  family: 'unix' | 'inet' | 'inet6' | 'other';
+  type: 'stream' | 'dgram' | 'seqpacket' | 'other';
+  /** SO_ACCEPTCONN: listen() was called on it. */
+  listening: boolean;
+  /** The bound name of an AF_UNIX socket ('@name' for an abstract one), or null (unnamed, or not AF_UNIX). */
+  path: string | null;
+}
+
 /** Readiness reported to a {@link Native.watch} callback. */
 export interface WatchEvents {
   /** The fd is readable (for an eventfd: its counter is nonzero). */
@@ -88,6 +98,22 @@ export interface Native {
   socketConnect(path: string): number;
   /** A connected pair of blocking AF_UNIX stream sockets. */
   socketPair(): [number, number];
+  /**
+   * An AF_UNIX datagram socket (non-blocking, close-on-exec) bound to `path`;
+   * a path starting with '@' is a Linux abstract name (no file). Read it with
+   * {@link recvMsg} (null: nothing queued). EADDRINUSE if the name is taken.
+   */
+  datagramBind(path: string): number;
+  /**
+   * Sends `buf` as one datagram to the AF_UNIX datagram socket at `path` ('@' for an abstract
+   * name) from a fresh socket, closed again: the service manager notification protocol
+   * (NOTIFY_SOCKET). Non-blocking: a receiver whose queue is full gives EAGAIN. Returns the bytes sent.
+   */
+  datagramSend(path: string, buf: Uint8Array): number;
+  /** What kind of socket `fd` is (to check an inherited fd); throws ENOTSOCK if it is not one. */
+  socketInfo(fd: number): SocketInfo;
+  /** The gid of a group name (getgrnam_r: every NSS source), or null if there is no such group. */
+  groupId(name: string): number | null;
   /** Sets (or clears) O_NONBLOCK; note it is shared by all copies of the fd. */
   setNonblocking(fd: number, on: boolean): void;
   /** Whether O_NONBLOCK is set on the fd. */
@@ -227,6 +253,10 @@ const functionNames = [
   'socketAccept',
   'socketConnect',
   'socketPair',
+  'datagramBind',
+  'datagramSend',
+  'socketInfo',
+  'groupId',
   'setNonblocking',
   'isNonblocking',
   'recvMsg',

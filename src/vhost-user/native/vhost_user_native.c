@@ -6,6 +6,8 @@
  * what JavaScript cannot do by itself on Linux:
  *
  *   - AF_UNIX stream sockets with SCM_RIGHTS fd passing (sendmsg/recvmsg),
+ *     AF_UNIX datagrams (service manager notifications), socket inspection
+ *     of inherited fds, group name lookup,
  *   - eventfd and memfd creation, eventfd read/write,
  *   - MAP_SHARED mappings exposed as zero-copy external ArrayBuffers that can
  *     be unmapped (and detached) explicitly,
@@ -28,6 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -263,9 +266,12 @@ static napi_value null_value(napi_env env) {
 /* Unix sockets                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Fills a sockaddr_un from a JS path. sun_path must also hold the NUL. */
+/* Fills a sockaddr_un from a JS path. sun_path must also hold the NUL. With
+ * `abstract_ok`, a path starting with '@' names a Linux abstract socket: the
+ * rest of the string, after a leading NUL, without a terminating NUL (the
+ * NOTIFY_SOCKET convention). */
 static bool arg_sockaddr(napi_env env, napi_value v, const char *fn, struct sockaddr_un *sa, socklen_t *salen,
-                         char **path) {
+                         char **path, bool abstract_ok) {
   size_t len = 0;
   *path = arg_string(env, v, "path", MAX_PATH_ARG, &len);
   if (*path == NULL) {
@@ -279,7 +285,14 @@ static bool arg_sockaddr(napi_env env, napi_value v, const char *fn, struct sock
     free(*path);
     return false;
   }
-  if (len >= sizeof sa->sun_path) {
+  bool abstract = abstract_ok && (*path)[0] == '@';
+  if (abstract && len == 1) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "abstract socket name must not be empty");
+    free(*path);
+    return false;
+  }
+  /* An abstract name needs no terminating NUL: its leading NUL takes the '@''s place. */
+  if (abstract ? len > sizeof sa->sun_path : len >= sizeof sa->sun_path) {
     char msg[MAX_PATH_ARG + 160];
     snprintf(msg, sizeof msg, "%s: socket path is %zu bytes, longer than sun_path allows (%zu): %s", fn, len,
              sizeof sa->sun_path - 1, *path);
@@ -295,8 +308,13 @@ static bool arg_sockaddr(napi_env env, napi_value v, const char *fn, struct sock
   }
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
-  memcpy(sa->sun_path, *path, len + 1);
-  *salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+  if (abstract) {
+    memcpy(sa->sun_path + 1, *path + 1, len - 1);
+    *salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  } else {
+    memcpy(sa->sun_path, *path, len + 1);
+    *salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+  }
   return true;
 }
 
@@ -308,7 +326,7 @@ static napi_value SocketListen(napi_env env, napi_callback_info info) {
   char *path;
   double backlog;
   if (!get_args(env, info, 2, argv, NULL) || !arg_integer(env, argv[1], "backlog", 0, INT_MAX, &backlog) ||
-      !arg_sockaddr(env, argv[0], "socketListen", &sa, &salen, &path))
+      !arg_sockaddr(env, argv[0], "socketListen", &sa, &salen, &path, false))
     return NULL;
 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -353,7 +371,7 @@ static napi_value SocketConnect(napi_env env, napi_callback_info info) {
   struct sockaddr_un sa;
   socklen_t salen;
   char *path;
-  if (!get_args(env, info, 1, argv, NULL) || !arg_sockaddr(env, argv[0], "socketConnect", &sa, &salen, &path))
+  if (!get_args(env, info, 1, argv, NULL) || !arg_sockaddr(env, argv[0], "socketConnect", &sa, &salen, &path, false))
     return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -395,6 +413,179 @@ static napi_value SocketPair(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return arr;
+}
+
+/* datagramBind(path): an AF_UNIX datagram socket bound to path (a path
+ * starting with '@' is an abstract name), non-blocking and close-on-exec;
+ * read it with recvMsg(). EADDRINUSE if the name is taken. */
+static napi_value DatagramBind(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  struct sockaddr_un sa;
+  socklen_t salen;
+  char *path;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_sockaddr(env, argv[0], "datagramBind", &sa, &salen, &path, true))
+    return NULL;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    throw_errno(env, errno, "socket", NULL);
+    free(path);
+    return NULL;
+  }
+  if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "bind", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return return_fd(env, fd);
+}
+
+/* datagramSend(path, buf): sends buf as one datagram to the AF_UNIX socket
+ * bound at path ('@' for an abstract name) from a fresh unbound socket, then
+ * closes it: what a service manager's notification socket (NOTIFY_SOCKET)
+ * expects. The socket is non-blocking, so a receiver whose queue is full gives
+ * EAGAIN instead of stalling the caller's event loop. Returns bytes sent. */
+static napi_value DatagramSend(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  struct sockaddr_un sa;
+  socklen_t salen;
+  char *path;
+  uint8_t *data;
+  size_t len;
+  if (!get_args(env, info, 2, argv, NULL) || !arg_bytes(env, argv[1], "buf", &data, &len) ||
+      !arg_sockaddr(env, argv[0], "datagramSend", &sa, &salen, &path, true))
+    return NULL;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    throw_errno(env, errno, "socket", NULL);
+    free(path);
+    return NULL;
+  }
+  ssize_t n;
+  do n = sendto(fd, data, len, MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+  while (n < 0 && errno == EINTR);
+  int err = errno;
+  close(fd);
+  if (n < 0) {
+    throw_errno(env, err, "sendto", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return return_double(env, (double)n);
+}
+
+/* socketInfo(fd): what kind of socket fd is, to check an inherited one:
+ * { family: 'unix'|'inet'|'inet6'|'other', type: 'stream'|'dgram'|
+ * 'seqpacket'|'other', listening (SO_ACCEPTCONN), path: the bound name of
+ * an AF_UNIX socket ('@name' when abstract) or null }. Throws ENOTSOCK for
+ * an fd that is not a socket. */
+static napi_value SocketInfo(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result, v;
+  int fd, domain = 0, type = 0, accepting = 0;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_fd(env, argv[0], &fd)) return NULL;
+  socklen_t olen = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &olen) < 0) {
+    throw_errno(env, errno, "getsockopt", "SO_DOMAIN");
+    return NULL;
+  }
+  olen = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) < 0) {
+    throw_errno(env, errno, "getsockopt", "SO_TYPE");
+    return NULL;
+  }
+  olen = sizeof accepting;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &olen) < 0) {
+    throw_errno(env, errno, "getsockopt", "SO_ACCEPTCONN");
+    return NULL;
+  }
+  const char *family = domain == AF_UNIX ? "unix" : domain == AF_INET ? "inet" : domain == AF_INET6 ? "inet6" : "other";
+  const char *kind = type == SOCK_STREAM      ? "stream"
+                     : type == SOCK_DGRAM     ? "dgram"
+                     : type == SOCK_SEQPACKET ? "seqpacket"
+                                              : "other";
+  NAPI_CALL(env, napi_create_object(env, &result));
+  set_str(env, result, "family", family);
+  set_str(env, result, "type", kind);
+  set_bool(env, result, "listening", accepting != 0);
+
+  /* The bound name: unnamed sockets have nothing after sun_family. */
+  char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  size_t name_len = 0;
+  bool named = false;
+  if (domain == AF_UNIX) {
+    struct sockaddr_un sa;
+    socklen_t salen = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    if (getsockname(fd, (struct sockaddr *)&sa, &salen) < 0) {
+      throw_errno(env, errno, "getsockname", NULL);
+      return NULL;
+    }
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    size_t n = salen > off ? (size_t)salen - off : 0;
+    if (n > sizeof sa.sun_path) n = sizeof sa.sun_path;
+    if (n > 0 && sa.sun_path[0] == '\0') { /* abstract: '@' + the bytes after the NUL */
+      name[0] = '@';
+      memcpy(name + 1, sa.sun_path + 1, n - 1);
+      name_len = n;
+      named = n > 1;
+    } else if (n > 0) {
+      name_len = strnlen(sa.sun_path, n);
+      memcpy(name, sa.sun_path, name_len);
+      named = name_len > 0;
+    }
+  }
+  if (named)
+    NAPI_CALL(env, napi_create_string_utf8(env, name, name_len, &v));
+  else
+    v = null_value(env);
+  NAPI_CALL(env, napi_set_named_property(env, result, "path", v));
+  return result;
+}
+
+/* groupId(name): the gid of the group called name (getgrnam_r, so every NSS
+ * source counts, not only /etc/group), or null if there is none. */
+static napi_value GroupId(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t len = 0;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  char *name = arg_string(env, argv[0], "name", 256, &len);
+  if (name == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "name must be at most 256 bytes");
+    return NULL;
+  }
+  long hint = sysconf(_SC_GETGR_R_SIZE_MAX);
+  size_t size = hint > 0 ? (size_t)hint : 16384;
+  for (;;) {
+    char *buf = malloc(size);
+    if (buf == NULL) {
+      free(name);
+      throw_errno(env, ENOMEM, "malloc", NULL);
+      return NULL;
+    }
+    struct group grp, *found = NULL;
+    int r = getgrnam_r(name, &grp, buf, size, &found);
+    if (r == ERANGE && size < (1u << 24)) {
+      free(buf);
+      size *= 2;
+      continue;
+    }
+    gid_t gid = found != NULL ? found->gr_gid : 0;
+    free(buf);
+    /* "Not found" is a NULL result with 0, or one of these errnos (getgrnam_r(3)). */
+    if (found == NULL && r != 0 && r != ENOENT && r != ESRCH && r != EBADF && r != EPERM) {
+      throw_errno(env, r, "getgrnam_r", name);
+      free(name);
+      return NULL;
+    }
+    free(name);
+    if (found == NULL) return null_value(env);
+    return return_double(env, (double)gid);
+  }
 }
 
 /* setNonblocking(fd, on): sets or clears O_NONBLOCK (on the open file
@@ -1249,6 +1440,10 @@ NAPI_MODULE_INIT() {
       FN("socketAccept", SocketAccept),
       FN("socketConnect", SocketConnect),
       FN("socketPair", SocketPair),
+      FN("datagramBind", DatagramBind),
+      FN("datagramSend", DatagramSend),
+      FN("socketInfo", SocketInfo),
+      FN("groupId", GroupId),
       FN("setNonblocking", SetNonblocking),
       FN("isNonblocking", IsNonblocking),
       FN("recvMsg", RecvMsg),

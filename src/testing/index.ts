@@ -1,0 +1,7 @@
+/**
+ * virtio-ts/testing: run a device model in a test, with no threads or file descriptors.
+ *
+ *   import { DeviceHarness } from 'virtio-ts/testing';
+ */
+export { DeviceHarness, type Completion, type DeviceHarnessOptions } from './device-harness.js';
+export { SlowDevice } from '../device/slow-device.js';
