@@ -4,10 +4,12 @@
  * device touches only its own folders and this list.
  */
 import type { DeviceDefinition } from './definition.js';
+import { rngDefinition } from './rng/definition.js';
 import { virtioTestDefinition } from './virtio-test/definition.js';
 
 export const DEVICES: readonly DeviceDefinition[] = [
   virtioTestDefinition,
+  rngDefinition,
 ];
 
 /** The definition registered under `name`, or undefined. */

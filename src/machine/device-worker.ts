@@ -22,7 +22,14 @@ const warn = (line: string) => out('stderr')(`${data.device} device: ${line}`);
 async function start(): Promise<void> {
   const definition = findDevice(data.device);
   if (!definition) throw new Error(`no device '${data.device}' is registered`);
-  const factory = await definition.open(data.deviceOptions, { log: out('stdout'), warn, quiet: data.quiet });
+  let factory;
+  try {
+    factory = await definition.open(data.deviceOptions, { log: out('stdout'), warn, quiet: data.quiet });
+  } catch (e) {
+    // A device that cannot open (a missing file, a lock held elsewhere) is the user's error, not a crash.
+    post({ kind: 'fatal', message: (e as Error).message });
+    return;
+  }
   const memory = new GuestMemory([{ guestAddr: data.ramBase, size: data.ram.byteLength, buffer: data.ram }]);
   const model = factory.createDevice();
   const device = data.deviceDelayMs > 0 ? new SlowDevice(model, data.deviceDelayMs) : model;

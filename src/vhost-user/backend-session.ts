@@ -7,8 +7,8 @@
  * Device status. With VHOST_USER_PROTOCOL_F_STATUS the front-end sets the status
  * (SET_STATUS) and the runtime applies it. Without it (virtio_uml, many QEMU devices) the
  * front-end keeps the status to itself, so this session stands in for it: SET_FEATURES
- * negotiates (ACKNOWLEDGE, DRIVER, features, FEATURES_OK) and the first ring that can run
- * sets DRIVER_OK. A SET_FEATURES with other features, or after a device error, resets the
+ * negotiates (ACKNOWLEDGE, DRIVER, features, FEATURES_OK). Either way the first ring that can
+ * run sets DRIVER_OK once FEATURES_OK is set (QEMU 7.2 never sends DRIVER_OK). A SET_FEATURES with other features, or after a device error, resets the
  * device first (it means the driver started over).
  *
  * Rings ([vhost-user "Ring states"]): a ring is started by SET_VRING_KICK (with an fd, or
@@ -558,7 +558,10 @@ export class BackendSession {
     if (this.closed) return;
     const v = this.vrings[index]!;
     const runnable = this.runnable(v);
-    if (runnable && !this.statusNegotiated) this.implicitDriverOk();
+    // A ring the front-end started and enabled is live ([vhost-user "Ring states"]), even when
+    // PROTOCOL_F_STATUS was negotiated and DRIVER_OK never comes: QEMU 7.2 sends SET_STATUS for
+    // FEATURES_OK only (its DRIVER_OK message arrived in QEMU 8.0).
+    if (runnable) this.implicitDriverOk();
     const shouldRun = runnable && this.runtime.driverOk;
     const running = v.queue !== null && this.runtime.activeQueue(index) === v.queue;
     if (shouldRun && !running) this.startRing(index);
@@ -566,7 +569,7 @@ export class BackendSession {
     v.setPolling(v.polling && v.queue !== null && this.runtime.activeQueue(index) === v.queue);
   }
 
-  /** Without PROTOCOL_F_STATUS, the first runnable ring stands for the driver's DRIVER_OK. */
+  /** Once FEATURES_OK is set, the first runnable ring stands for the driver's DRIVER_OK. */
   private implicitDriverOk(): void {
     const s = this.runtime.status;
     if (s & Status.FEATURES_OK && !(s & (Status.DRIVER_OK | Status.NEEDS_RESET | Status.FAILED))) {

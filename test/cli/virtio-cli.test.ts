@@ -40,10 +40,11 @@ test('values that are not integers in 0..255 are refused (the seed turns 300 int
 test('bad options get a clear message and exit 2', () => {
   for (const [args, msg] of [
     [['--queue-size', '100', '1'], /--queue-size must be a power of two/],
-    [['--queue-size', '65536', '1'], /--queue-size must be a power of two/],
+    [['--queue-size', '65536', '1'], /--queue-size must be an integer from 1 to 32768/],
     [['--count', '0', '1'], /--count must be/],
     [['--device-id', 'abc', '1'], /--device-id must be/],
-    [['--machine', 'qemu', '1'], /--machine must be/],
+    [['--machine', 'vm', '1'], /--machine must be/],
+    [['--device', 'nope', '1'], /--device must be one of/],
     [['--nope', '1'], /Unknown option/],
   ] as const) {
     const r = run(...args);

@@ -12,7 +12,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
-import type { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
@@ -63,7 +63,8 @@ describe('vhost-user back-end: a hostile front-end', () => {
   let srv: TestServer;
   let fdsBefore: Map<number, string>;
   before(async () => {
-    srv = startServer({ maxMemSlots: 2 });
+    // Rings up to the spec's largest (the device's own maximum bounds SET_VRING_NUM too).
+    srv = startServer({ maxMemSlots: 2, createDevice: () => new VirtioTestDevice({ queueSize: 32768 }) });
     // One whole session first, so that lazily created process-wide fds exist before counting.
     const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
     await c.request(1);
