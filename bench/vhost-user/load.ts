@@ -9,7 +9,7 @@
  * Prints one JSON line per configuration (LoadResult). The backend's CPU time over the measured
  * window comes from proc.ts (procCpu / cpuSecondsBetween: per-thread schedstat, in ns).
  */
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { requestFor, type TestRequest } from '../../src/devices/virtio-test/protocol.js';
 import { cpuSecondsBetween, procCpu } from './proc.js';
 

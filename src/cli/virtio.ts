@@ -10,7 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { DeviceDefinition, OptionValues } from '../devices/definition.js';
-import { DEVICES, deviceNames, findDevice } from '../devices/registry.js';
+import { DEFAULT_DEVICE, DEVICES, deviceNames, findDevice } from '../devices/registry.js';
 import { VIRTIO_ID_TEST } from '../devices/virtio-test/protocol.js';
 import { RANGE_ERROR, USAGE_LINES, parseByte } from '../drivers/virtio-test/program.js';
 import { runMachine } from '../machine/machine.js';
@@ -81,7 +81,7 @@ const options: OptionParser = optionParser('virtio');
 /** The device named by --device (looked for before the full parse, which depends on it). */
 function selectedDevice(args: readonly string[]): DeviceDefinition {
   const known = { ...allDeviceOptionsConfig(DEVICES, Object.keys(COMMAND_OPTIONS)), ...COMMAND_OPTIONS };
-  let name = 'virtio-test';
+  let name = DEFAULT_DEVICE;
   try {
     const { values } = parseArgs({ args: [...args], options: known, strict: false, allowPositionals: true });
     if (typeof values.device === 'string') name = values.device;

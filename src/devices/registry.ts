@@ -12,6 +12,9 @@ export const DEVICES: readonly DeviceDefinition[] = [
   rngDefinition,
 ];
 
+/** The device a host runs when none is named: the seed's. */
+export const DEFAULT_DEVICE = 'virtio-test';
+
 /** The definition registered under `name`, or undefined. */
 export function findDevice(name: string): DeviceDefinition | undefined {
   return DEVICES.find((d) => d.name === name);

@@ -5,13 +5,13 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { OptionValues } from '../devices/definition.js';
-import { deviceNames, findDevice } from '../devices/registry.js';
+import { DEFAULT_DEVICE, deviceNames, findDevice } from '../devices/registry.js';
 import { busProgress, createBus, shutdownBus } from './bus.js';
 import { ConsoleReader, createConsole, nowMs, type Stream } from './console.js';
 import { DEFAULT_RAM_BYTES, RAM_BASE, type MachineMessage, type MachineWorkerData } from './layout.js';
 
 export interface MachineOptions {
-  /** The registered device to attach (src/devices/registry.ts); default 'virtio-test'. */
+  /** The registered device to attach (src/devices/registry.ts); default the registry's DEFAULT_DEVICE. */
   device?: string;
   /** The device's options by flag name; absent ones take the definition's defaults. */
   deviceOptions?: OptionValues;
@@ -47,7 +47,7 @@ export interface MachineResult {
 
 /** The device's options: its definition's defaults, then `given`, then the shorthands. */
 function deviceOptionsFor(options: MachineOptions): { device: string; values: OptionValues; deviceId: number } {
-  const device = options.device ?? 'virtio-test';
+  const device = options.device ?? DEFAULT_DEVICE;
   const definition = findDevice(device);
   if (!definition) throw new Error(`no device '${device}' (registered: ${deviceNames()})`);
   const values: Record<string, OptionValues[string]> = {};

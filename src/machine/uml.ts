@@ -25,7 +25,7 @@ export interface UmlRunOptions {
   guest: UmlGuest;
   /** vhost-user socket the guest connects to (it need not exist: the device is then absent). */
   socket: string;
-  /** virtio device ID announced for the socket; 45 = virtio-test. */
+  /** virtio device ID announced for the socket (virtio_uml.device=SOCKET:ID). */
   deviceId?: number;
   /** argv of the command to run in the guest (through `sh -c`, quoted safely). */
   command: string[];

@@ -5,3 +5,4 @@
  */
 export { DeviceHarness, type Completion, type DeviceHarnessOptions } from './device-harness.js';
 export { SlowDevice } from '../device/slow-device.js';
+export { VirtioTestClient, type VirtioTestClientOptions } from './virtio-test-client.js';

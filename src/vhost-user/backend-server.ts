@@ -3,7 +3,7 @@
  * time with a fresh device model, then the next one ([vhost-user "Introduction"]: the
  * back-end is the server here, the front-end connects).
  *
- *   const server = serveDevice({ socketPath: '/tmp/vt.sock', createDevice: () => new VirtioTestDevice() });
+ *   const server = serveDevice({ socketPath: '/tmp/dev.sock', createDevice: () => new MyDevice() });
  *   ...
  *   await server.close();
  *
@@ -39,7 +39,7 @@ export interface ServeDeviceOptions {
   socketGroup?: number;
   /** Makes the device model for one connection. */
   createDevice: () => VirtioDevice;
-  /** Device model lines (e.g. virtio-test's request dump). Default: dropped. */
+  /** The device model's log lines (DeviceContext.log). Default: dropped. */
   log?: (line: string) => void;
   /** Diagnostics (refused requests, device errors). Default: console.warn. */
   warn?: (line: string) => void;

@@ -6,5 +6,4 @@ export { serveDevice, type BackendServer, type ServeDeviceOptions } from './back
 export { BackendSession, OFFERED_PROTOCOL_FEATURES, type BackendSessionOptions } from './backend-session.js';
 export { VhostUserFrontend, VhostUserError, type FrontendEvents } from './frontend.js';
 export { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';
-export { VirtioTestClient, type VirtioTestClientOptions } from './virtio-test-client.js';
 export { ProtocolFeature, Request, BackendRequest, VHOST_USER_F_PROTOCOL_FEATURES } from './protocol.js';

@@ -21,7 +21,7 @@ import {
   parseDeviceOptions,
 } from '../../src/cli/device-options.js';
 import { native } from '../../src/vhost-user/native/index.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { onLines } from '../helpers/lines.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
 import { tempDir, waitFor } from '../vhost-user/helpers.js';

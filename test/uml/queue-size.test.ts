@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { answer, requestFor, requestLogLines } from '../../src/devices/virtio-test/protocol.js';
 import { runUml } from '../../src/machine/uml.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { existsSync } from 'node:fs';
 import {
   assertNoKernelTrouble,

@@ -13,7 +13,7 @@ import { VhostUserError } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { encodeVringState } from '../../src/vhost-user/payloads.js';
 import { ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, pbit } from '../../src/vhost-user/protocol.js';
-import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testing/virtio-test-client.js';
 import { FeatureBit, Status, bit, hasFeature } from '../../src/virtio/constants.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
 

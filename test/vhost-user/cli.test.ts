@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { native } from '../../src/vhost-user/native/index.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { cliPath } from '../helpers/paths.js';
 import { spawnNode, tempDir, waitFor } from './helpers.js';
 

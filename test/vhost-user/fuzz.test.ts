@@ -19,7 +19,7 @@ import { vhostUserTargets } from './fuzz-targets.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import { MessageChannel } from '../../src/vhost-user/message-channel.js';
 import { native } from '../../src/vhost-user/native/index.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { expectServesNext, leakedFds, memfdMappings, openFds, settle, startServer } from './helpers.js';
 
 registerFuzzTests(vhostUserTargets, Number(process.env.VU_FUZZ_BUDGET_MS ?? 16_000));

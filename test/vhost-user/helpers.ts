@@ -11,7 +11,7 @@ import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import type { VirtioDevice } from '../../src/device/device.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { onLines } from '../helpers/lines.js';
 
 export interface TestServer {

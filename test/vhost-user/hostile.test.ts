@@ -27,7 +27,7 @@ import {
   type MemoryRegionDescription,
 } from '../../src/vhost-user/payloads.js';
 import { HeaderFlag, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD } from '../../src/vhost-user/protocol.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { leakedFds, memfdMappings, openFds, expectServesNext, settle, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
 

@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { answer, requestFor, type TestRequest, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
 import { spawnNode, tempDir, waitFor } from './helpers.js';
 

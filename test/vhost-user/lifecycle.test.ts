@@ -13,7 +13,7 @@ import { answer, requestFor, type TestResponse } from '../../src/devices/virtio-
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { FeatureBit, Status, hasFeature } from '../../src/virtio/constants.js';
 import { VhostUserError } from '../../src/vhost-user/frontend.js';
-import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testing/virtio-test-client.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 /** virtio-test whose completions wait for `release()` while `holding` is on. */

@@ -11,7 +11,7 @@ import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { decodeU64, encodeMemTable, encodeU64, encodeVringState } from '../../src/vhost-user/payloads.js';
 import { HeaderFlag, Request } from '../../src/vhost-user/protocol.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { leakedFds, openFds, expectServesNext, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 const V = HeaderFlag.VERSION;

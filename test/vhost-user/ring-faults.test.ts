@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import type { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { native } from '../../src/vhost-user/native/index.js';
-import { VirtioTestClient } from '../../src/vhost-user/virtio-test-client.js';
+import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { DescFlags, Status } from '../../src/virtio/constants.js';
 import { availRingBytes, usedRingBytes } from '../../src/virtio/split-ring.js';
 import { settle, startServer, waitFor, type TestServer } from './helpers.js';

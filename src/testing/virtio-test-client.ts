@@ -27,12 +27,12 @@ import {
   type TestRequest,
   type TestResponse,
 } from '../devices/virtio-test/protocol.js';
-import { native, type Watch } from './native/index.js';
-import { VhostUserFrontend, VhostUserError } from './frontend.js';
-import { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';
-import { closeQuietly } from './message-channel.js';
-import type { InflightDescription } from './payloads.js';
-import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, pbit } from './protocol.js';
+import { native, type Watch } from '../vhost-user/native/index.js';
+import { VhostUserFrontend, VhostUserError } from '../vhost-user/frontend.js';
+import { FrontendMemory, type RamRegionSpec } from '../vhost-user/frontend-memory.js';
+import { closeQuietly } from '../vhost-user/message-channel.js';
+import type { InflightDescription } from '../vhost-user/payloads.js';
+import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, pbit } from '../vhost-user/protocol.js';
 
 export interface VirtioTestClientOptions {
   socketPath: string;
