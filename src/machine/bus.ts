@@ -20,6 +20,8 @@ const enum Word {
   MmioOp,
   MmioOffset,
   MmioValue,
+  /** Access width in bytes: 4, or 1/2 for config space (§4.2.2.2). */
+  MmioWidth,
   MmioReply,
   /** Bit per queue (up to 32) with a pending QueueNotify. */
   NotifyBits,
@@ -61,12 +63,13 @@ class BusWords {
 
 /** The guest thread's end: MMIO accesses (blocking), notifications, waiting for interrupts. */
 export class GuestBus extends BusWords {
-  mmioRead(offset: number): number {
-    return this.access(MMIO_READ, offset, 0);
+  /** A register read of `width` bytes (4, or 1 and 2 for config space: §4.2.2.2). */
+  mmioRead(offset: number, width: 1 | 2 | 4 = 4): number {
+    return this.access(MMIO_READ, offset, 0, width);
   }
 
-  mmioWrite(offset: number, value: number): void {
-    this.access(MMIO_WRITE, offset, value);
+  mmioWrite(offset: number, value: number, width: 1 | 2 | 4 = 4): void {
+    this.access(MMIO_WRITE, offset, value, width);
   }
 
   /** QueueNotify without waiting for the device (ioeventfd semantics). */
@@ -87,10 +90,11 @@ export class GuestBus extends BusWords {
     if (r.async) await r.value;
   }
 
-  private access(op: number, offset: number, value: number): number {
+  private access(op: number, offset: number, value: number, width: number): number {
     if (this.shutdown) throw new Error('machine is shutting down');
     const w = this.w;
     Atomics.store(w, Word.MmioOp, op);
+    Atomics.store(w, Word.MmioWidth, width);
     Atomics.store(w, Word.MmioOffset, offset);
     Atomics.store(w, Word.MmioValue, value | 0);
     Atomics.store(w, Word.MmioState, MMIO_POSTED);
@@ -111,8 +115,9 @@ export class GuestBus extends BusWords {
 }
 
 export interface MmioHandler {
-  read(offset: number): number;
-  write(offset: number, value: number): void;
+  /** A read of `width` bytes (1, 2 or 4) at `offset`; the value in the low bytes. */
+  read(offset: number, width: number): number;
+  write(offset: number, value: number, width: number): void;
   notify(queue: number): void;
 }
 
@@ -150,9 +155,10 @@ export class DeviceBus extends BusWords {
     if (Atomics.load(w, Word.MmioState) === MMIO_POSTED) {
       const op = Atomics.load(w, Word.MmioOp);
       const offset = Atomics.load(w, Word.MmioOffset);
+      const width = Atomics.load(w, Word.MmioWidth);
       let reply = 0;
-      if (op === MMIO_READ) reply = handler.read(offset);
-      else handler.write(offset, Atomics.load(w, Word.MmioValue) >>> 0);
+      if (op === MMIO_READ) reply = handler.read(offset, width);
+      else handler.write(offset, Atomics.load(w, Word.MmioValue) >>> 0, width);
       Atomics.store(w, Word.MmioReply, reply | 0);
       Atomics.store(w, Word.MmioState, MMIO_REPLIED);
       Atomics.notify(w, Word.MmioState);

@@ -34,11 +34,25 @@ export class MmioDevice implements MmioHandler {
     this.runtime = new DeviceRuntime(device, memory, host);
   }
 
-  read(offset: number): number {
+  /**
+   * §4.2.2.2: control registers take 32-bit aligned accesses only; config space takes 8-bit
+   * accesses for 8-bit fields, 16-bit aligned for 16-bit fields, 32-bit aligned for 32- and
+   * 64-bit fields. Any other access is the driver's error: logged, a read returns 0, a write
+   * is dropped (what QEMU's virtio-mmio does with a wrong-sized access).
+   */
+  private widthOk(offset: number, width: number, op: string): boolean {
+    const ok = offset >= MMIO.Config ? (width === 1 || width === 2 || width === 4) && offset % width === 0 : width === 4 && offset % 4 === 0;
+    if (!ok) this.out.warn(`mmio: ${width * 8}-bit ${op} at 0x${offset.toString(16)} ${offset >= MMIO.Config ? 'is not a 8/16/32-bit aligned config access' : 'of a control register (32-bit aligned only)'} (§4.2.2.2): ${op === 'read' ? 'returns 0' : 'ignored'}`);
+    return ok;
+  }
+
+  read(offset: number, width = 4): number {
     const rt = this.runtime;
+    if (!this.widthOk(offset, width, 'read')) return 0;
     if (offset >= MMIO.Config) {
-      const bytes = rt.readConfig(offset - MMIO.Config, 4);
-      return new DataView(bytes.buffer).getUint32(0, true);
+      const bytes = rt.readConfig(offset - MMIO.Config, width);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, width);
+      return width === 1 ? view.getUint8(0) : width === 2 ? view.getUint16(0, true) : view.getUint32(0, true);
     }
     const q = rt.queues[this.queueSel];
     switch (offset) {
@@ -68,12 +82,13 @@ export class MmioDevice implements MmioHandler {
     }
   }
 
-  write(offset: number, value: number): void {
+  write(offset: number, value: number, width = 4): void {
     const rt = this.runtime;
+    if (!this.widthOk(offset, width, 'write')) return;
     if (offset >= MMIO.Config) {
       const bytes = new Uint8Array(4);
       new DataView(bytes.buffer).setUint32(0, value, true);
-      rt.writeConfig(offset - MMIO.Config, bytes);
+      rt.writeConfig(offset - MMIO.Config, bytes.subarray(0, width));
       return;
     }
     const q = rt.queues[this.queueSel];

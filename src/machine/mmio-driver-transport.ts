@@ -43,17 +43,22 @@ export class MmioDriverTransport implements VirtioTransport {
     this.bus.mmioWrite(MMIO.DriverFeatures, Number(features & 0xffff_ffffn));
   }
 
+  /**
+   * Config space as Linux's virtio_mmio reads it (§4.2.2.2): a 1-, 2- or 4-byte field with one
+   * access of its width, an 8-byte field with two 32-bit accesses, anything else (or an
+   * unaligned field) byte by byte.
+   */
   readConfig(offset: number, length: number): Uint8Array {
     const out = new Uint8Array(length);
-    const start = offset & ~3;
-    const tmp = new DataView(new ArrayBuffer(4));
-    for (let a = start; a < offset + length; a += 4) {
-      tmp.setUint32(0, this.bus.mmioRead(MMIO.Config + a), true);
-      for (let b = 0; b < 4; b++) {
-        const i = a + b - offset;
-        if (i >= 0 && i < length) out[i] = tmp.getUint8(b);
-      }
-    }
+    const view = new DataView(out.buffer);
+    const at = MMIO.Config + offset;
+    if (length === 1) view.setUint8(0, this.bus.mmioRead(at, 1));
+    else if (length === 2 && offset % 2 === 0) view.setUint16(0, this.bus.mmioRead(at, 2), true);
+    else if (length === 4 && offset % 4 === 0) view.setUint32(0, this.bus.mmioRead(at, 4), true);
+    else if (length === 8 && offset % 4 === 0) {
+      view.setUint32(0, this.bus.mmioRead(at, 4), true);
+      view.setUint32(4, this.bus.mmioRead(at + 4, 4), true);
+    } else for (let i = 0; i < length; i++) out[i] = this.bus.mmioRead(at + i, 1);
     return out;
   }
 

@@ -5,10 +5,7 @@
  */
 import type { DeviceDefinition } from '../definition.js';
 import { VirtioTestDevice } from './device.js';
-import { VIRTIO_ID_TEST } from './protocol.js';
-
-/** virtio_uml (Linux 6.1) always sets up 256-entry rings, and vhost-user cannot advertise a smaller maximum. */
-const DEFAULT_QUEUE_SIZE = 256;
+import { DEFAULT_QUEUE_SIZE, VIRTIO_ID_TEST } from './protocol.js';
 
 export const virtioTestDefinition: DeviceDefinition = {
   name: 'virtio-test',

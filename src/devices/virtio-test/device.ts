@@ -29,7 +29,7 @@ import {
 export interface VirtioTestOptions {
   /** Default 45. */
   deviceId?: number;
-  /** Maximum size of the queue; default 128. */
+  /** Maximum size of the queue; default 256. */
   queueSize?: number;
   /** Log the five request lines per request (default true). */
   print?: boolean;

@@ -22,7 +22,8 @@ export const CONFIG_SIZE = 12;
 export const CONFIG_NUM_PAGES = 0;
 export const CONFIG_ACTUAL = 4;
 export const CONFIG_EVENT = 8;
-export const DEFAULT_QUEUE_SIZE = 128;
+/** The largest ring by default: 256, what virtio_uml (Linux 6.1) always sets up. */
+export const DEFAULT_QUEUE_SIZE = 256;
 /** Byte offsets of the fields in the request and in the response. */
 export const REQUEST_TYPE = 0;
 export const REQUEST_ARG1 = 4;
