@@ -3,6 +3,7 @@
  * `virtio-backend` daemon, the real-Linux runners) finds devices here by name, so adding a
  * device touches only its own folders and this list.
  */
+import { blkDefinition } from './blk/definition.js';
 import type { DeviceDefinition } from './definition.js';
 import { rngDefinition } from './rng/definition.js';
 import { virtioTestDefinition } from './virtio-test/definition.js';
@@ -10,6 +11,7 @@ import { virtioTestDefinition } from './virtio-test/definition.js';
 export const DEVICES: readonly DeviceDefinition[] = [
   virtioTestDefinition,
   rngDefinition,
+  blkDefinition,
 ];
 
 /** The device a host runs when none is named: the seed's. */

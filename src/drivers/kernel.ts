@@ -9,7 +9,20 @@ import type { GuestMemory } from '../virtio/memory.js';
 export class Errno extends Error {
   override readonly name = 'Errno';
   constructor(
-    readonly code: 'EINVAL' | 'EIO' | 'ENODEV' | 'ENOENT' | 'ENOMEM' | 'EAGAIN' | 'EBADF' | 'EFAULT' | 'EBUSY',
+    readonly code:
+      | 'EINVAL'
+      | 'EIO'
+      | 'ENODEV'
+      | 'ENOENT'
+      | 'ENOMEM'
+      | 'EAGAIN'
+      | 'EBADF'
+      | 'EFAULT'
+      | 'EBUSY'
+      | 'EPERM'
+      | 'ENOSPC'
+      | 'EOPNOTSUPP'
+      | 'ENOTTY',
     message?: string,
   ) {
     super(message ? `${code}: ${message}` : code);
@@ -29,6 +42,18 @@ export interface FileOperations {
   write?(file: OpenFile, data: Uint8Array): Promise<number>;
   /** Returns up to `count` bytes, or throws an Errno. */
   read?(file: OpenFile, count: number): Promise<Uint8Array>;
+  /** Positional read (pread): up to `count` bytes at byte `position`; the file position does not move. */
+  pread?(file: OpenFile, count: number, position: number): Promise<Uint8Array>;
+  /** Positional write (pwrite): returns the bytes written at byte `position`. */
+  pwrite?(file: OpenFile, data: Uint8Array, position: number): Promise<number>;
+  /** Makes written data stable (fsync; a block device sends a cache flush). */
+  fsync?(file: OpenFile): Promise<void>;
+  /**
+   * A device-specific request (ioctl): `arg` is the argument buffer, read and/or written in
+   * place as the request defines (Linux's user pointer). Returns the result (0), or throws an
+   * Errno (ENOTTY for a request the device does not know).
+   */
+  ioctl?(file: OpenFile, request: number, arg: Uint8Array): Promise<number>;
   release?(file: OpenFile): void;
 }
 
@@ -52,6 +77,11 @@ export interface Syscalls {
   open(path: string): number;
   write(fd: number, data: Uint8Array): Promise<number>;
   read(fd: number, count: number): Promise<Uint8Array>;
+  /** Optional system calls (a kernel may lack them): positional I/O, fsync and ioctl, as in FileOperations. */
+  pread?(fd: number, count: number, position: number): Promise<Uint8Array>;
+  pwrite?(fd: number, data: Uint8Array, position: number): Promise<number>;
+  fsync?(fd: number): Promise<void>;
+  ioctl?(fd: number, request: number, arg: Uint8Array): Promise<number>;
   close(fd: number): void;
   /** printf to the program's stdout. */
   print(text: string): void;

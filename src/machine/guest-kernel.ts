@@ -1,7 +1,8 @@
 /**
  * The embedded machine's guest kernel: just enough of one for the seed's scenario. printk
  * with boot-relative timestamps, a DMA allocator over guest RAM, misc character devices
- * under /dev, and the system calls user programs use (open, read, write, close).
+ * under /dev, and the system calls user programs use (open, read, write, pread, pwrite, fsync,
+ * ioctl, close).
  */
 import { Errno, type FileOperations, type GuestKernel, type OpenFile, type Syscalls } from '../drivers/kernel.js';
 import type { GuestMemory } from '../virtio/memory.js';
@@ -95,6 +96,30 @@ export class EmbeddedKernel implements GuestKernel, Syscalls {
     const f = this.file(fd);
     if (!f.fops.read) throw new Errno('EINVAL', 'device does not support read');
     return f.fops.read(f.file, count);
+  }
+
+  async pread(fd: number, count: number, position: number): Promise<Uint8Array> {
+    const f = this.file(fd);
+    if (!f.fops.pread) throw new Errno('EINVAL', 'device does not support pread');
+    return f.fops.pread(f.file, count, position);
+  }
+
+  async pwrite(fd: number, data: Uint8Array, position: number): Promise<number> {
+    const f = this.file(fd);
+    if (!f.fops.pwrite) throw new Errno('EINVAL', 'device does not support pwrite');
+    return f.fops.pwrite(f.file, data, position);
+  }
+
+  async fsync(fd: number): Promise<void> {
+    const f = this.file(fd);
+    if (!f.fops.fsync) throw new Errno('EINVAL', 'device does not support fsync');
+    return f.fops.fsync(f.file);
+  }
+
+  async ioctl(fd: number, request: number, arg: Uint8Array): Promise<number> {
+    const f = this.file(fd);
+    if (!f.fops.ioctl) throw new Errno('ENOTTY', `device has no ioctl 0x${request.toString(16)}`);
+    return f.fops.ioctl(f.file, request, arg);
   }
 
   close(fd: number): void {

@@ -188,6 +188,17 @@ export interface Native {
    * eventfd, e.g. a pipe at EOF) is reported as the error and ends the watch.
    */
   watchEventfd(fd: number, callback: EventfdWatchCallback): Watch;
+  /**
+   * An open file description lock (fcntl F_OFD_SETLK, never waits) on bytes
+   * [start, start + length) of `fd` (length 0: to the end of the file):
+   * 'read' shared, 'write' exclusive (fd open for writing), or 'unlock'.
+   * Returns false when another open file description holds a conflicting lock
+   * (EAGAIN/EACCES), true when done. 'test' takes nothing (F_OFD_GETLK, any
+   * open mode) and returns true when no other open file description holds any
+   * lock on the range. Other failures throw. The locks belong to the open file
+   * description (two opens conflict even in one process) and go when it is closed.
+   */
+  lockFile(fd: number, start: number, length: number, kind: 'read' | 'write' | 'unlock' | 'test'): boolean;
   /** The system page size. */
   readonly pageSize: number;
   /**
@@ -275,6 +286,7 @@ const functionNames = [
   'eventfdWrite',
   'watch',
   'watchEventfd',
+  'lockFile',
 ] as const satisfies readonly (keyof Native)[];
 
 function makeLazy(): Native {

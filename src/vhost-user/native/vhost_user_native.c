@@ -11,7 +11,8 @@
  *   - eventfd and memfd creation, eventfd read/write,
  *   - MAP_SHARED mappings exposed as zero-copy external ArrayBuffers that can
  *     be unmapped (and detached) explicitly,
- *   - readiness watching of fds with uv_poll on the calling thread's loop.
+ *   - readiness watching of fds with uv_poll on the calling thread's loop,
+ *   - open file description byte-range locks (image locking of virtio-blk).
  *
  * Conventions:
  *   - A failed syscall throws an Error whose message is "<call>: <strerror>"
@@ -1050,6 +1051,76 @@ static napi_value Getpid(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Byte-range locks                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* lockFile(fd, start, length, kind): an open file description lock (fcntl
+ * F_OFD_SETLK: never waits) on bytes [start, start + length); length 0 means
+ * to the end of the file, however far it grows. kind is 'read' (shared),
+ * 'write' (exclusive; the fd must be open for writing) or 'unlock': returns
+ * true when done, false when another open file description holds a
+ * conflicting lock (EAGAIN, EACCES). kind 'test' takes nothing (F_OFD_GETLK,
+ * any open mode): true when no other open file description holds any lock on
+ * the range. Any other failure throws. OFD locks belong to the open file
+ * description, not to the process: two opens of one file conflict even within
+ * one process, and the locks go when its last fd is closed. */
+static napi_value LockFile(napi_env env, napi_callback_info info) {
+  napi_value argv[4], r;
+  int fd;
+  double start, length;
+  size_t len = 0;
+  if (!get_args(env, info, 4, argv, NULL) || !arg_fd(env, argv[0], &fd) ||
+      !arg_integer(env, argv[1], "start", 0, MAX_SAFE_INTEGER, &start) ||
+      !arg_integer(env, argv[2], "length", 0, MAX_SAFE_INTEGER, &length))
+    return NULL;
+  char *kind = arg_string(env, argv[3], "kind", 16, &len);
+  if (kind == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "kind must be 'read', 'write', 'unlock' or 'test'");
+    return NULL;
+  }
+  struct flock fl;
+  memset(&fl, 0, sizeof fl); /* l_pid must be 0 for OFD locks */
+  if (strcmp(kind, "read") == 0)
+    fl.l_type = F_RDLCK;
+  else if (strcmp(kind, "write") == 0)
+    fl.l_type = F_WRLCK;
+  else if (strcmp(kind, "unlock") == 0)
+    fl.l_type = F_UNLCK;
+  else if (strcmp(kind, "test") == 0)
+    fl.l_type = F_WRLCK;
+  else {
+    free(kind);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "kind must be 'read', 'write', 'unlock' or 'test'");
+    return NULL;
+  }
+  bool test = strcmp(kind, "test") == 0;
+  free(kind);
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)start;
+  fl.l_len = (off_t)length;
+  if (test) {
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
+      throw_errno(env, errno, "fcntl", "F_OFD_GETLK");
+      return NULL;
+    }
+    NAPI_CALL(env, napi_get_boolean(env, fl.l_type == F_UNLCK, &r));
+    return r;
+  }
+  if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+    if (errno != EAGAIN && errno != EACCES) {
+      throw_errno(env, errno, "fcntl", "F_OFD_SETLK");
+      return NULL;
+    }
+    NAPI_CALL(env, napi_get_boolean(env, false, &r));
+    return r;
+  }
+  NAPI_CALL(env, napi_get_boolean(env, true, &r));
+  return r;
+}
+
+/* ------------------------------------------------------------------------ */
 /* eventfd                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -1462,6 +1533,7 @@ NAPI_MODULE_INIT() {
       FN("eventfdWrite", EventfdWrite),
       FN("watch", Watch),
       FN("watchEventfd", WatchEventfd),
+      FN("lockFile", LockFile),
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
       {"externalArrayBuffers", NULL, NULL, NULL, NULL, ext, napi_enumerable, NULL},
   };

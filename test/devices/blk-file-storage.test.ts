@@ -1,0 +1,327 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, promises as fsp, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, test } from 'node:test';
+import { blkDefinition } from '../../src/devices/blk/definition.js';
+import { BlkDevice, BlkStatus, BlkType } from '../../src/devices/blk/device.js';
+import { FileStorage, FileStorageError } from '../../src/devices/blk/file-storage.js';
+import { nativeAvailable } from '../../src/vhost-user/native/index.js';
+import { DeviceHarness } from '../../src/testing/device-harness.js';
+import { repoRoot } from '../helpers/paths.js';
+
+const SECTOR = 512;
+const TMPFS_MAGIC = 0x01021994;
+
+/** A directory on a real disk (not tmpfs): the OS temp dir if it is one, else build/ in the repository. */
+function diskDir(): string {
+  const isTmpfs = (d: string) => statfsSync(d).type === TMPFS_MAGIC;
+  let base = os.tmpdir();
+  if (isTmpfs(base)) {
+    base = path.join(repoRoot, 'build');
+    mkdirSync(base, { recursive: true });
+  }
+  return mkdtempSync(path.join(base, 'virtio-blk-test-'));
+}
+
+const dir = diskDir();
+after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+function image(bytes: number | Uint8Array): string {
+  const file = path.join(dir, `disk-${n++}.img`);
+  writeFileSync(file, typeof bytes === 'number' ? new Uint8Array(bytes) : bytes);
+  return file;
+}
+
+const filled = (len: number, seed: number) => Uint8Array.from({ length: len }, (_, i) => (i * 29 + seed) & 0xff);
+const locks = nativeAvailable() ? {} : { skip: 'the native addon is not built' };
+
+test('data lands in the file at the right offset; a vector with odd segment sizes is one stream', async () => {
+  const file = image(16 * SECTOR);
+  const s = await FileStorage.open(file);
+  try {
+    const data = filled(3 * SECTOR, 1);
+    // segments of 7, 500, 1029 bytes: not sector-shaped
+    const parts = [data.subarray(0, 7), data.subarray(7, 507), data.subarray(507)];
+    await s.write(2 * SECTOR, parts);
+    const onDisk = readFileSync(file);
+    assert.deepEqual(new Uint8Array(onDisk.subarray(2 * SECTOR, 5 * SECTOR)), data);
+    assert.ok(onDisk.subarray(0, 2 * SECTOR).every((b) => b === 0) && onDisk.subarray(5 * SECTOR).every((b) => b === 0));
+    const back = [new Uint8Array(1000), new Uint8Array(536)];
+    await s.read(2 * SECTOR, back);
+    assert.deepEqual(new Uint8Array([...back[0]!, ...back[1]!]), data);
+    // into a SharedArrayBuffer, as guest RAM is
+    const shared = new Uint8Array(new SharedArrayBuffer(2048), 100, SECTOR);
+    await s.read(2 * SECTOR, [shared]);
+    assert.deepEqual(shared, data.subarray(0, SECTOR));
+    // flush is fdatasync: count the calls of FileHandle.prototype.datasync
+    const probe = await fsp.open(file, 'r');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const original = proto.datasync;
+    let syncs = 0;
+    proto.datasync = function (this: unknown) {
+      syncs++;
+      return original.call(this);
+    };
+    try {
+      await s.flush();
+    } finally {
+      proto.datasync = original;
+    }
+    assert.equal(syncs, 1, 'flush called fdatasync once');
+    assert.equal(s.size, 16 * SECTOR);
+    assert.equal(s.readOnly, false);
+  } finally {
+    await s.close();
+  }
+});
+
+test('discard and write-zeroes write zeroes (no hole punching without native fallocate); nothing else changes', async () => {
+  const file = image(filled(40 * SECTOR, 3));
+  const s = await FileStorage.open(file);
+  try {
+    await s.writeZeroes(SECTOR, 3 * SECTOR, true);
+    await s.discard(20 * SECTOR, 20 * SECTOR);
+    const onDisk = readFileSync(file);
+    const want = Buffer.from(filled(40 * SECTOR, 3));
+    want.fill(0, SECTOR, 4 * SECTOR);
+    want.fill(0, 20 * SECTOR, 40 * SECTOR);
+    assert.ok(onDisk.equals(want));
+    assert.equal(s.canUnmap, false);
+  } finally {
+    await s.close();
+  }
+});
+
+test('capacity: the size rounded down to 512, the remainder reported and never touched', async () => {
+  const file = image(filled(4 * SECTOR + 100, 5));
+  const warnings: string[] = [];
+  const s = await FileStorage.open(file, { warn: (l) => warnings.push(l) });
+  try {
+    assert.equal(s.size, 4 * SECTOR);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /size, 2148 bytes, is not a multiple of 512; the last 100 bytes are not part of the disk/);
+    await s.writeZeroes(0, 4 * SECTOR, false);
+    const onDisk = readFileSync(file);
+    assert.equal(onDisk.length, 4 * SECTOR + 100, 'the file did not grow');
+    assert.deepEqual(new Uint8Array(onDisk.subarray(4 * SECTOR)), filled(4 * SECTOR + 100, 5).subarray(4 * SECTOR));
+  } finally {
+    await s.close();
+  }
+  const exact: string[] = [];
+  await (await FileStorage.open(image(8 * SECTOR), { warn: (l) => exact.push(l) })).close();
+  assert.deepEqual(exact, [], 'no warning for a multiple of 512');
+});
+
+test('lock: a second writer, or a reader while a writer is there, is refused with a clear error; readers share', locks, async () => {
+  const file = image(8 * SECTOR);
+  const first = await FileStorage.open(file);
+  const locked = (e: unknown) => e instanceof FileStorageError && e.code === 'LOCKED' && /is locked/.test(e.message) && e.message.includes(file);
+  try {
+    await assert.rejects(FileStorage.open(file), locked);
+    await assert.rejects(FileStorage.open(file, { readOnly: true }), locked);
+  } finally {
+    await first.close();
+  }
+  // released on close
+  const again = await FileStorage.open(file);
+  await again.close();
+  // readers share; a writer is refused while they are there
+  const r1 = await FileStorage.open(file, { readOnly: true });
+  const r2 = await FileStorage.open(file, { readOnly: true });
+  try {
+    await assert.rejects(FileStorage.open(file), locked);
+  } finally {
+    await r1.close();
+    await r2.close();
+  }
+  await (await FileStorage.open(file)).close();
+});
+
+test('lock across processes: an image another process serves cannot be opened for writing', locks, async () => {
+  const file = image(8 * SECTOR);
+  const module = pathToFileURL(path.join(repoRoot, 'dist', 'src', 'devices', 'blk', 'file-storage.js')).href;
+  // the child opens the image, says so, and holds it until its stdin closes
+  const child = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', `const { FileStorage } = await import(${JSON.stringify(module)}); const s = await FileStorage.open(${JSON.stringify(file)}); process.stdout.write('open\\n'); process.stdin.resume(); process.stdin.on('end', async () => { await s.close(); process.exit(0); });`],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`the child exited (${code}) before opening the image`)));
+    });
+    await assert.rejects(FileStorage.open(file), (e: unknown) => e instanceof FileStorageError && e.code === 'LOCKED' && /open for writing/.test(e.message));
+    await assert.rejects(FileStorage.open(file, { readOnly: true }), (e: unknown) => e instanceof FileStorageError && e.code === 'LOCKED');
+  } finally {
+    child.stdin!.end();
+    await new Promise((resolve) => child.once('exit', resolve));
+  }
+  await (await FileStorage.open(file)).close(); // free again once the child is gone
+});
+
+test('the definition: --image required, a missing file and a directory are clear errors, a locked image is refused', locks, async () => {
+  const env = { log: () => {}, warn: () => {} };
+  await assert.rejects(Promise.resolve().then(() => blkDefinition.open({}, env)), /--image FILE is required/);
+  await assert.rejects(Promise.resolve().then(() => blkDefinition.open({ image: path.join(dir, 'nope.img') }, env)), /nope\.img: no such file/);
+  await assert.rejects(Promise.resolve().then(() => blkDefinition.open({ image: dir }, env)), /is a directory, not a regular file or a block device/);
+  await assert.rejects(Promise.resolve().then(() => blkDefinition.open({ image: '/dev/null' }, env)), /is a character device/);
+  const file = image(8 * SECTOR);
+  const factory = await blkDefinition.open({ image: file, 'num-queues': 2, 'queue-size': 64, serial: 'S1' }, env);
+  try {
+    const device = factory.createDevice();
+    assert.equal(device.deviceId, 2);
+    assert.deepEqual(device.queueMaxSizes, [64, 64]);
+    await assert.rejects(Promise.resolve().then(() => blkDefinition.open({ image: file }, env)), /is locked/);
+  } finally {
+    await factory.close?.();
+  }
+  const ro = await blkDefinition.open({ image: file, 'read-only': true }, env);
+  assert.ok((ro.createDevice() as BlkDevice).readOnly);
+  await ro.close?.();
+});
+
+test('a file the process may not write: a clear error suggesting --read-only', async () => {
+  const file = image(8 * SECTOR);
+  chmodSync(file, 0o444);
+  if (process.getuid?.() !== 0) {
+    await assert.rejects(FileStorage.open(file), (e: unknown) => e instanceof FileStorageError && /cannot open it for writing \(permission denied\); --read-only/.test(e.message));
+    await (await FileStorage.open(file, { readOnly: true })).close();
+    return;
+  }
+  // Root may write any file: the same check as an unprivileged user (nobody), in a child.
+  chmodSync(path.dirname(file), 0o755);
+  const storage = pathToFileURL(path.join(repoRoot, 'dist', 'src', 'devices', 'blk', 'file-storage.js')).href;
+  const script =
+    `const { FileStorage } = await import(${JSON.stringify(storage)});\n` +
+    `try { await FileStorage.open(${JSON.stringify(file)}); console.log('opened'); } catch (e) { console.log(e.message); }\n` +
+    `await (await FileStorage.open(${JSON.stringify(file)}, { readOnly: true })).close(); console.log('read-only ok');`;
+  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const code = await new Promise((r) => child.on('close', r));
+  assert.equal(code, 0, err);
+  assert.match(out, /cannot open it for writing \(permission denied\); --read-only/);
+  assert.match(out, /read-only ok/);
+});
+
+test('read-only store: writes are refused by the store itself', async () => {
+  const s = await FileStorage.open(image(8 * SECTOR), { readOnly: true });
+  try {
+    assert.equal(s.readOnly, true);
+    await assert.rejects(s.write(0, [new Uint8Array(SECTOR)]), /read-only/);
+    await assert.rejects(s.writeZeroes(0, SECTOR, false), /read-only/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('--direct on a real disk: O_DIRECT through aligned bounce buffers, guest buffers at any address', async () => {
+  const file = image(filled(64 * SECTOR, 7));
+  const s = await FileStorage.open(file, { direct: true });
+  try {
+    assert.ok(s.directAlignment >= SECTOR, `alignment ${s.directAlignment}`);
+    assert.match(s.description, /O_DIRECT/);
+    // unaligned views into a SharedArrayBuffer, total 2 sectors, a write larger than a bounce chunk too
+    const ram = new Uint8Array(new SharedArrayBuffer(1 << 20));
+    const data = filled(2 * SECTOR, 11);
+    ram.set(data.subarray(0, 333), 3);
+    ram.set(data.subarray(333), 5001);
+    await s.write(5 * SECTOR, [ram.subarray(3, 336), ram.subarray(5001, 5001 + 2 * SECTOR - 333)]);
+    const big = filled(600 * 1024, 13).subarray(0, 40 * SECTOR);
+    await s.write(20 * SECTOR, [big]);
+    await s.flush();
+    const want = Buffer.from(filled(64 * SECTOR, 7));
+    want.set(data, 5 * SECTOR);
+    want.set(big, 20 * SECTOR);
+    assert.ok(readFileSync(file).equals(want), 'file contents');
+    const back = new Uint8Array(new SharedArrayBuffer(4 * SECTOR), 1, 2 * SECTOR);
+    await s.read(5 * SECTOR, [back]);
+    assert.deepEqual(new Uint8Array(back), data);
+    await s.writeZeroes(SECTOR, SECTOR, false);
+    assert.ok(readFileSync(file).subarray(SECTOR, 2 * SECTOR).every((b) => b === 0));
+  } finally {
+    await s.close();
+  }
+});
+
+test('--direct with a 4096-byte alignment: 512-byte requests are read-modify-writes that keep the neighbours', async () => {
+  const file = image(filled(32 * SECTOR, 17));
+  const s = await FileStorage.open(file, { direct: true, directAlignment: 4096 });
+  try {
+    assert.equal(s.blockSize, 4096);
+    const a = filled(SECTOR, 100);
+    const b = filled(3 * SECTOR, 200);
+    // concurrent writes inside the same 4 KiB block: serialized, neither lost
+    await Promise.all([s.write(SECTOR, [a]), s.write(4 * SECTOR, [b]), s.writeZeroes(9 * SECTOR, SECTOR, false)]);
+    const want = Buffer.from(filled(32 * SECTOR, 17));
+    want.set(a, SECTOR);
+    want.set(b, 4 * SECTOR);
+    want.fill(0, 9 * SECTOR, 10 * SECTOR);
+    assert.ok(readFileSync(file).equals(want));
+    const back = new Uint8Array(SECTOR);
+    await s.read(5 * SECTOR, [back]);
+    assert.deepEqual(back, b.subarray(SECTOR, 2 * SECTOR));
+  } finally {
+    await s.close();
+  }
+});
+
+test('--direct on tmpfs: works, or is refused with a clear O_DIRECT error', { skip: existsSync('/dev/shm') ? false : 'no /dev/shm' }, async (t) => {
+  if (statfsSync('/dev/shm').type !== TMPFS_MAGIC) return t.skip('/dev/shm is not tmpfs');
+  const shm = mkdtempSync('/dev/shm/virtio-blk-test-');
+  try {
+    const file = path.join(shm, 'disk.img');
+    writeFileSync(file, filled(8 * SECTOR, 1));
+    let s: FileStorage | undefined;
+    try {
+      s = await FileStorage.open(file, { direct: true });
+    } catch (e) {
+      assert.ok(e instanceof FileStorageError && e.code === 'NO_DIRECT' && /does not support O_DIRECT|O_DIRECT reads .* fail/.test(e.message), String(e));
+      t.diagnostic(`tmpfs refused O_DIRECT: ${(e as Error).message}`);
+      return;
+    }
+    try {
+      t.diagnostic('this kernel\'s tmpfs supports O_DIRECT');
+      await s.write(SECTOR, [filled(SECTOR, 9)]);
+      assert.deepEqual(new Uint8Array(readFileSync(file).subarray(SECTOR, 2 * SECTOR)), filled(SECTOR, 9));
+    } finally {
+      await s.close();
+    }
+  } finally {
+    rmSync(shm, { recursive: true, force: true });
+  }
+});
+
+test('the model over a file: requests through the runtime reach the file', async () => {
+  const file = image(filled(32 * SECTOR, 21));
+  const storage = await FileStorage.open(file);
+  try {
+    const h = new DeviceHarness(new BlkDevice({ storage, numQueues: 2 }));
+    const hdr = (type: number, sector: number) => {
+      const b = new Uint8Array(16);
+      new DataView(b.buffer).setUint32(0, type, true);
+      new DataView(b.buffer).setBigUint64(8, BigInt(sector), true);
+      return b;
+    };
+    const data = filled(4 * SECTOR, 99);
+    const w = await h.request(1, [hdr(BlkType.OUT, 8), data.subarray(0, 1000), data.subarray(1000)], [1]);
+    assert.equal(w.written[0], BlkStatus.OK);
+    const f = await h.request(0, [hdr(BlkType.FLUSH, 0)], [1]);
+    assert.equal(f.written[0], BlkStatus.OK);
+    assert.deepEqual(new Uint8Array(readFileSync(file).subarray(8 * SECTOR, 12 * SECTOR)), data);
+    const r = await h.request(0, [hdr(BlkType.IN, 8)], [700, 4 * SECTOR - 700 + 1]);
+    assert.deepEqual(r.written.subarray(0, 4 * SECTOR), data);
+    assert.equal(r.written[4 * SECTOR], BlkStatus.OK);
+    const past = await h.request(0, [hdr(BlkType.IN, 31)], [2 * SECTOR + 1]);
+    assert.equal(past.written[2 * SECTOR], BlkStatus.IOERR);
+  } finally {
+    await storage.close();
+  }
+});
