@@ -27,7 +27,8 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
   const { definition: def, machine } = s;
   const linux = def.linux;
   if (!linux) return refuse(`device ${def.name} has no demo for a real Linux guest`);
-  if (machine === 'qemu' && !linux.qemuDevice) return refuse(`device ${def.name} cannot run on QEMU 7.2: ${linux.qemuMissing ?? 'no vhost-user device for it'}`);
+  const qemuDevice = linux.qemuDevice(s.values);
+  if (machine === 'qemu' && !qemuDevice) return refuse(`device ${def.name} cannot run on QEMU 7.2: ${linux.qemuMissing ?? 'no vhost-user device for it'}`);
 
   const factory = await def.open(s.values, { log: (l) => process.stdout.write(`${l}\n`), warn: (l) => process.stderr.write(`${def.name} backend: ${l}\n`) });
   const deviceId = factory.createDevice().deviceId;
@@ -65,7 +66,7 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
         process.stderr.write('virtio: building the QEMU guest image (first run only)...\n');
         guest = buildQemuGuest();
       }
-      r = await runQemu({ guest, vhostUser: [{ socket, device: linux.qemuDevice! }], command, kernelArgs, timeoutMs: 300_000, onLine });
+      r = await runQemu({ guest, vhostUser: [{ socket, device: qemuDevice! }], command, kernelArgs, timeoutMs: 300_000, onLine });
     }
     if (r.timedOut) process.stderr.write(`virtio: the ${machine} guest timed out and was killed\n`);
     if (r.exitCode === null) {

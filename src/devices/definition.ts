@@ -73,8 +73,8 @@ export interface EmbeddedGuestSide {
 export interface LinuxGuestSide {
   /** The demo in a real Linux guest: a shell command whose stdout is the result. */
   guestCommand(values: OptionValues, positionals: readonly string[]): string[];
-  /** QEMU 7.2's vhost-user device for this ID, or null when that QEMU has none. */
-  readonly qemuDevice: string | null;
+  /** QEMU 7.2's vhost-user device for this ID with these options (`-device` argument), or null when that QEMU has none. */
+  qemuDevice(values: OptionValues): string | null;
   /** Why QEMU 7.2 cannot attach it, when qemuDevice is null. */
   readonly qemuMissing?: string;
   /** Extra kernel command-line words the demo needs (e.g. rng_core.default_quality=0). */

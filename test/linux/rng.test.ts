@@ -90,7 +90,7 @@ for (const machine of ['uml', 'qemu'] as const) {
         const kernelArgs = [...(rng.linux!.kernelArgs ?? [])];
         const r = guest.uml
           ? await runUml({ guest: guest.uml, socket, deviceId: rng.deviceId, command, extraArgs: kernelArgs, timeoutMs: 120_000 })
-          : await runQemu({ guest: guest.qemu!, vhostUser: [{ socket, device: rng.linux!.qemuDevice! }], command, kernelArgs, timeoutMs: 120_000 });
+          : await runQemu({ guest: guest.qemu!, vhostUser: [{ socket, device: rng.linux!.qemuDevice({})! }], command, kernelArgs, timeoutMs: 120_000 });
         assert.equal(r.exitCode, 0, r.bootLines.slice(-20).join('\n'));
         assertRunOfSource(bytesOf(r.lines), 512);
         assert.ok(out.some((l) => /front-end 1 connected/.test(l)), out.join('\n'));

@@ -132,8 +132,7 @@ export const blkDefinition: DeviceDefinition = {
       ].join('\n');
       return ['sh', '-c', script];
     },
-    // LinuxGuestSide.qemuDevice is fixed, not per --num-queues; QEMU refuses more queues than
-    // the back end has (GET_QUEUE_NUM), so it asks for one, which any --num-queues serves.
-    qemuDevice: 'vhost-user-blk-pci,num-queues=1',
+    // As many queues as the back end serves (QEMU refuses more than GET_QUEUE_NUM reports).
+    qemuDevice: (values) => `vhost-user-blk-pci,num-queues=${Number(values['num-queues'] ?? 1)}`,
   },
 };

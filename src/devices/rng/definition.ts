@@ -108,7 +108,7 @@ export const rngDefinition: DeviceDefinition = {
         `od -An -tx1 -v /tmp/hwrng.bin | sed 's/^ //'`;
       return ['sh', '-c', script];
     },
-    qemuDevice: 'vhost-user-rng-pci',
+    qemuDevice: () => 'vhost-user-rng-pci',
     // Keeps the hwrng thread from starting for drivers that take the default quality (not
     // virtio-rng's 1000: rng_quality above is what stops it).
     kernelArgs: ['rng_core.default_quality=0'],

@@ -66,7 +66,7 @@ export const virtioTestDefinition: DeviceDefinition = {
         `echo "virtio: ${count} requests, ${count} responses verified"`;
       return ['sh', '-c', loop];
     },
-    qemuDevice: null,
+    qemuDevice: () => null,
     qemuMissing: "QEMU 7.2 has no vhost-user device for ID 45 (the generic vhost-user-test-device arrived in QEMU 10.2)",
   },
 };
