@@ -81,7 +81,7 @@ export function encodeMessage(request: number, flags: number, payload: Uint8Arra
 }
 
 /**
- * [vhost-user "Header"]: checks a header as soon as its 12 bytes are in, before the
+ * Checks a header ([vhost-user "Header"]) as soon as its 12 bytes are in, before the
  * payload is read. `expectReply` is for the receiving side of replies (front-end).
  */
 export function checkHeader(h: Header, expectReply = false): void {

@@ -7,7 +7,7 @@
  * runs on little-endian hosts (see virtio/memory.ts), so codecs use little-endian views.
  */
 
-/** [vhost-user "Header"]: request u32, flags u32, size u32. */
+/** The message header ([vhost-user "Header"]): request u32, flags u32, size u32. */
 export const HEADER_SIZE = 12;
 
 /** [vhost-user "Header"] flags. */
@@ -32,10 +32,10 @@ export const MAX_PAYLOAD_SIZE = 4096;
 /** Largest config space access (QEMU's VHOST_USER_MAX_CONFIG_SIZE). */
 export const MAX_CONFIG_SIZE = 256;
 
-/** [vhost-user "Communication"]: the virtio feature bit that announces protocol features. */
+/** The virtio feature bit that announces protocol features ([vhost-user "Communication"]). */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 
-/** [vhost-user "Protocol features"]: bit numbers. */
+/** Protocol feature bit numbers ([vhost-user "Protocol features"]). */
 export const ProtocolFeature = {
   MQ: 0,
   LOG_SHMFD: 1,
@@ -59,7 +59,7 @@ export const ProtocolFeature = {
   DEVICE_STATE: 19,
 } as const;
 
-/** [vhost-user "Front-end message types"]: request ids sent by the front-end. */
+/** Request ids sent by the front-end ([vhost-user "Front-end message types"]). */
 export const Request = {
   GET_FEATURES: 1,
   SET_FEATURES: 2,
@@ -107,7 +107,7 @@ export const Request = {
 } as const;
 export type RequestCode = (typeof Request)[keyof typeof Request];
 
-/** [vhost-user "Back-end message types"]: request ids sent by the back-end on its channel. */
+/** Request ids sent by the back-end on its channel ([vhost-user "Back-end message types"]). */
 export const BackendRequest = {
   IOTLB_MSG: 1,
   CONFIG_CHANGE_MSG: 2,
