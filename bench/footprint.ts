@@ -74,12 +74,12 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   const cBin = buildRef('vhost-user-ref-backend', opts.log);
   const loadBin = buildRef('vhost-user-ref-load', opts.log);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-fp-'));
-  const got: Record<BackendKind, Footprint[]> = { ts: [], c: [] };
+  const got: Record<'ts' | 'c', Footprint[]> = { ts: [], c: [] };
   try {
     for (let round = 1; round <= opts.rounds; round++) {
-      const order: BackendKind[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
+      const order: ('ts' | 'c')[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
       for (const kind of order) got[kind].push(await measureOnce(kind, cBin, loadBin, dir, opts.quick ? 300 : 1000));
-      const f = (k: BackendKind) => {
+      const f = (k: 'ts' | 'c') => {
         const x = got[k].at(-1)!;
         return `${k}: listening ${x.listeningMs.toFixed(0)} ms, idle ${x.idleRssMiB.toFixed(1)} MiB, loaded HWM ${x.loadHwmMiB.toFixed(1)} MiB`;
       };
@@ -88,7 +88,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const m = (k: BackendKind, f: keyof Footprint) => median(got[k].map((x) => x[f]));
+  const m = (k: 'ts' | 'c', f: keyof Footprint) => median(got[k].map((x) => x[f]));
   const row = (name: string, f: keyof Footprint, unit: string, limit: number, what: string): Row => ({
     section: 'footprint',
     name,

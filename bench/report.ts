@@ -5,6 +5,8 @@
  * knows in order and prints all rows together. A new section is a module and one line in
  * run.ts's list; `runIfMain` lets the module also run alone.
  */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 export interface Row {
@@ -48,13 +50,32 @@ export interface Section {
  */
 export async function runIfMain(moduleUrl: string, section: Section, rounds: number): Promise<void> {
   if (!process.argv[1] || fileURLToPath(moduleUrl) !== process.argv[1]) return;
+  const head = runHeader();
+  console.error(head);
   const i = process.argv.indexOf('--rounds');
   const rows = await section.run({
     rounds: i >= 0 ? Number(process.argv[i + 1]) : rounds,
     quick: process.argv.includes('--quick'),
     log: (line) => console.error(line),
   });
+  console.log(`${head}\n`);
   console.log(formatTable(rows));
+}
+
+/**
+ * One line for the top of a report: the commit (short hash, "+ uncommitted changes" when the
+ * work tree differs from it), the machine, and its load averages now (call it at the start).
+ */
+export function runHeader(): string {
+  const git = (args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  let commit = '?';
+  try {
+    commit = git(['rev-parse', '--short', 'HEAD']);
+    if (git(['status', '--porcelain', '--untracked-files=no'])) commit += ' + uncommitted changes';
+  } catch {}
+  const cpu = os.cpus();
+  const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  return `commit ${commit}; machine ${cpu.length} × ${cpu[0]?.model ?? '?'}, Node ${process.version}, Linux ${os.release()}; load average at start ${load}`;
 }
 
 export function median(xs: readonly number[]): number {
@@ -88,11 +109,12 @@ export function formatTable(rows: readonly Row[]): string {
   const body = rows.map((r) => {
     const q = ratio(r);
     const met = q === undefined || r.target === undefined ? '' : q >= r.target ? ' ✓' : ' ✗';
+    const none = r.samples.length === 0;
     return [
       r.section,
       r.name,
-      si(median(r.samples)),
-      `${si(Math.min(...r.samples))} – ${si(Math.max(...r.samples))}`,
+      none ? '—' : si(median(r.samples)),
+      none ? '—' : `${si(Math.min(...r.samples))} – ${si(Math.max(...r.samples))}`,
       r.unit,
       r.ref ? r.ref.name : '',
       q === undefined

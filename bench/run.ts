@@ -5,9 +5,8 @@
  *
  *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,notify,vhost-user,uml,footprint]
  */
-import { execFileSync } from 'node:child_process';
 import os from 'node:os';
-import { formatTable, type Row, type Section } from './report.js';
+import { formatTable, runHeader, type Row, type Section } from './report.js';
 import { section as ring } from './ring.js';
 import { section as ringCost } from './ring-cost.js';
 import { section as notify } from './notify.js';
@@ -34,13 +33,10 @@ const only = arg('--only')?.split(',');
 const log = (s: string) => console.error(s);
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 
-const cpu = os.cpus();
-log(`machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, Node ${process.version}, ${os.release()}`);
-let commit = '?';
-try {
-  commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-} catch {}
-log(`commit ${commit}; load average before: ${load()}`);
+// The commit and the load average at the start head the table too (a busy machine explains
+// noisy figures).
+const head = runHeader();
+log(head);
 const t0 = Date.now();
 const rows: Row[] = [];
 for (const { section, rounds } of SECTIONS) {
@@ -48,5 +44,7 @@ for (const { section, rounds } of SECTIONS) {
   const r = await section.run({ rounds: Number(arg('--rounds') ?? (quick ? 1 : rounds)), quick, log });
   rows.push(...r);
 }
-log(`load average after: ${load()}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+const tail = `load average at the end ${load()}; ${((Date.now() - t0) / 1000).toFixed(0)} s`;
+log(tail);
+console.log(`${head}; ${tail}\n`);
 console.log(formatTable(rows));

@@ -1,10 +1,14 @@
 /**
  * Section "uml": requests/s end to end through the real Linux 6.1 guest (User-Mode Linux),
- * our C driver and virtio_uml, against the TypeScript back-end (`virtio-test-backend` CLI)
- * and the C reference back-end (bench/ref/vhost-user-ref-backend.c), alternated round by
- * round. The guest runs `virtio-stress -q P K` (P processes, K requests each, 32 in flight per
+ * our C driver and virtio_uml, against three back-ends: the TypeScript one
+ * (`virtio-test-backend` CLI), the libvhost-user anchor (../shared/anchors/libvhost-user-virtio-test,
+ * built into build/bench/lvu-backend; the column is skipped loudly when it is absent) and our
+ * C reference (bench/ref/vhost-user-ref-backend.c), in an order that rotates round by round.
+ * The guest runs `virtio-stress -q P K` (P processes, K requests each, 32 in flight per
  * process); the time is from the guest's VT_READY to its result line (as test/uml/stress.test.ts
- * measures: boot and power-off excluded).
+ * measures: boot and power-off excluded). Per back-end: requests/s (paired ratios TS/libvhost-user
+ * and TS/our C), CPU per request and sleeps (voluntary context switches, all threads) per request
+ * over the same span.
  *
  * Pinning: the back-end runs on cpu 1; UML (its kernel process and the guest's processes,
  * which are host processes too) is started from a thread pinned to cpu 0, so it inherits cpu 0.
@@ -17,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { findUmlGuest, runUml, type UmlGuest } from '../src/machine/uml.js';
 import { runIfMain, median, type Row, type SectionOptions } from './report.js';
-import { buildRef, cpuSecondsBetween, loadavg, procCpu, procMemory, startBackend, type BackendKind, type CpuReading } from './vhost-user/proc.js';
+import { BACKEND_LABEL, buildLvu, buildRef, cpuSecondsBetween, loadavg, procCpu, procMemory, procVoluntaryCsw, startBackend, type BackendKind, type CpuReading } from './vhost-user/proc.js';
 
 const BACKEND_CPU = 1;
 const UML_CPU = 0;
@@ -36,6 +40,8 @@ export interface StressRun {
   seconds: number;
   /** Back-end CPU µs per request, from VT_READY to the result line. */
   backendCpuUsPerRequest: number;
+  /** Back-end voluntary context switches (all threads) per request, same span. */
+  backendSleepsPerRequest: number;
   backendHwmMiB: number;
 }
 
@@ -45,6 +51,8 @@ export async function stressOnce(guest: UmlGuest, socket: string, backendPid: nu
   let done = 0;
   let cpu0: CpuReading = { ns: 0, ticks: 0 };
   let cpu1: CpuReading = { ns: 0, ticks: 0 };
+  let vcsw0 = 0;
+  let vcsw1 = 0;
   pinMainThread(String(UML_CPU));
   let pending;
   try {
@@ -56,10 +64,12 @@ export async function stressOnce(guest: UmlGuest, socket: string, backendPid: nu
       onLine: (l) => {
         if (l === 'VT_READY') {
           ready = performance.now();
+          vcsw0 = procVoluntaryCsw(backendPid);
           cpu0 = procCpu(backendPid);
         } else if (l.startsWith('stress: ')) {
           done = performance.now();
           cpu1 = procCpu(backendPid);
+          vcsw1 = procVoluntaryCsw(backendPid);
         }
       },
     });
@@ -76,6 +86,7 @@ export async function stressOnce(guest: UmlGuest, socket: string, backendPid: nu
     requestsPerSec: (p * k) / seconds,
     seconds,
     backendCpuUsPerRequest: (cpuSecondsBetween(cpu0, cpu1) / (p * k)) * 1e6,
+    backendSleepsPerRequest: (vcsw1 - vcsw0) / (p * k),
     backendHwmMiB: procMemory(backendPid).hwmMiB,
   };
 }
@@ -87,6 +98,8 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     return [];
   }
   const backendBin = buildRef('vhost-user-ref-backend', opts.log);
+  const lvuBin = buildLvu(opts.log);
+  const kinds: BackendKind[] = lvuBin ? ['ts', 'lvu', 'c'] : ['ts', 'c'];
   // K per process, sized for ~1-2 s of requests per boot on this machine.
   const loads = opts.quick
     ? [
@@ -99,13 +112,14 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       ];
   const samples = new Map<string, StressRun[]>();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-uml-'));
-  opts.log(`uml: back-end on cpu ${BACKEND_CPU}, UML on cpu ${UML_CPU}; load average ${loadavg()}`);
+  opts.log(`uml: back-ends ${kinds.map((x) => BACKEND_LABEL[x]).join(', ')} on cpu ${BACKEND_CPU}, UML on cpu ${UML_CPU}; load average ${loadavg()}`);
   try {
     for (let round = 1; round <= opts.rounds; round++) {
-      const order: BackendKind[] = round % 2 ? ['ts', 'c'] : ['c', 'ts'];
+      const shift = round % kinds.length;
+      const order: BackendKind[] = [...kinds.slice(shift), ...kinds.slice(0, shift)];
       const parts: string[] = [];
       for (const kind of order) {
-        const be = await startBackend(kind, backendBin, { cpu: BACKEND_CPU, dir });
+        const be = await startBackend(kind, kind === 'lvu' ? lvuBin! : backendBin, { cpu: BACKEND_CPU, dir });
         try {
           for (const { p, k } of loads) {
             const s = await stressOnce(guest, be.socket, be.pid, p, k);
@@ -122,21 +136,37 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  return loads.map(({ p, k }) => {
-    const ts = samples.get(`ts/${p}`)!;
-    const c = samples.get(`c/${p}`)!;
-    const us = (xs: StressRun[]) => median(xs.map((s) => s.backendCpuUsPerRequest)).toFixed(1);
-    return {
+  const rows: Row[] = [];
+  if (!lvuBin) {
+    rows.push({
       section: 'uml',
-      name: `virtio-stress -q ${p} ${k} (UML guest), TS backend`,
-      unit: 'requests/s',
-      samples: ts.map((s) => s.requestsPerSec),
-      ref: { name: 'C backend', samples: c.map((s) => s.requestsPerSec) },
-      paired: ts.map((s, i) => s.requestsPerSec / c[i]!.requestsPerSec),
-      target: 0.95,
-      note: `backend CPU per request: TS ${us(ts)} µs, C ${us(c)} µs; TS VmHWM ${median(ts.map((s) => s.backendHwmMiB)).toFixed(1)} MiB`,
-    } satisfies Row;
-  });
+      name: 'libvhost-user column SKIPPED: the anchor (../shared/anchors/libvhost-user-virtio-test) is missing or did not build; ratios below are against our C only',
+      unit: '',
+      samples: [],
+    });
+  }
+  for (const { p, k } of loads) {
+    const ts = samples.get(`ts/${p}`)!;
+    const each = (f: (s: StressRun) => number, digits: number) => kinds.map((x) => `${BACKEND_LABEL[x]} ${median(samples.get(`${x}/${p}`)!.map(f)).toFixed(digits)}`).join(', ');
+    for (const other of kinds.filter((x) => x !== 'ts')) {
+      const o = samples.get(`${other}/${p}`)!;
+      const first = rows.length === 0 || !rows.at(-1)!.name.startsWith(`virtio-stress -q ${p} `);
+      rows.push({
+        section: 'uml',
+        name: `virtio-stress -q ${p} ${k} (UML guest), TS backend`,
+        unit: 'requests/s',
+        samples: ts.map((s) => s.requestsPerSec),
+        ref: { name: `${BACKEND_LABEL[other]} backend`, samples: o.map((s) => s.requestsPerSec) },
+        paired: ts.map((s, i) => s.requestsPerSec / o[i]!.requestsPerSec),
+        target: other === 'c' ? 0.95 : undefined,
+        note: first
+          ? `backend CPU µs/request: ${each((s) => s.backendCpuUsPerRequest, 1)}; sleeps/request: ${each((s) => s.backendSleepsPerRequest, 2)}; TS VmHWM ${median(ts.map((s) => s.backendHwmMiB)).toFixed(1)} MiB`
+          : `TS/${BACKEND_LABEL[other]} CPU per request ${median(ts.map((s, i) => s.backendCpuUsPerRequest / o[i]!.backendCpuUsPerRequest)).toFixed(2)}× paired`,
+      });
+      if (first) rows.at(-1)!.note += `; TS/${BACKEND_LABEL[other]} CPU per request ${median(ts.map((s, i) => s.backendCpuUsPerRequest / o[i]!.backendCpuUsPerRequest)).toFixed(2)}× paired`;
+    }
+  }
+  return rows;
 }
 
 export const section = { name: 'uml', run };

@@ -4,19 +4,30 @@
  * generator of bench/vhost-user.ts when the TypeScript front-end would be the bottleneck.
  * Written for the benchmark from the protocol document and virtio 1.2 §2.7.
  *
- *   vhost-user-ref-load --socket S --backend-pid P --configs DEPTH:EVENT_IDX:INDIRECT[,...]
- *                       [--ms 500] [--warm 150]
+ *   vhost-user-ref-load --socket S --backend-pid P --configs DEPTH:EVENT_IDX:INDIRECT[:POLL][,...]
+ *                       [--ms 500] [--warm 150] [--idle MS]
  *
  * For each configuration: connects, negotiates (REPLY_ACK; VERSION_1, CAN_PRINT, EVENT_IDX
  * and INDIRECT_DESC as asked), one memfd of guest RAM, one 256-entry ring, kick and call
  * eventfds; keeps DEPTH requests in flight (closed loop: every completion is checked and
  * its slot resubmitted; avail.idx published once per pass over the used ring, kick
- * suppressed as the ring says); sleeps in read() on the call eventfd when nothing is used.
+ * suppressed as the ring says). When nothing is used it sleeps in read() on the call
+ * eventfd, or with POLL = 1 spins on used.idx (a polling driver: the call eventfd stays
+ * registered but calls are suppressed for good: VRING_AVAIL_F_NO_INTERRUPT, or with event
+ * idx used_event kept half the index space away from used.idx, so the back-end never
+ * signals; kicks are as in the sleeping mode).
  * Prints one JSON line per configuration: requests and seconds of the measured window, the
  * back-end's CPU seconds (its process CPU-time clock, clock_getcpuclockid: ns, all threads;
- * /proc/P/stat utime+stime, in 10 ms ticks, where that fails) and this process's CPU seconds.
+ * /proc/P/stat utime+stime, in 10 ms ticks, where that fails), the back-end's voluntary
+ * context switches (sleeps: voluntary_ctxt_switches of /proc/P/task/T/status summed over its
+ * live threads) and this process's CPU seconds.
+ *
+ * --idle MS: after the warm-up (DEPTH requests in flight for --warm ms), stop resubmitting,
+ * wait for every request to complete, then measure the connected, idle back-end for MS ms
+ * (requests 0; its CPU seconds and voluntary context switches over the window).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -142,7 +153,50 @@ static double proc_cpu(int pid)
 	return proc_cpu_ticks(pid);
 }
 
-static void run(const char *path, int pid, int depth, int eidx, int indirect, int ms, int warm)
+/*
+ * Voluntary context switches of process pid (its sleeps): voluntary_ctxt_switches of each
+ * live thread's /proc/P/task/T/status, summed (/proc/P/status alone counts only the main
+ * thread). -1 when unreadable.
+ */
+static long proc_vcsw(int pid)
+{
+	char path[96], line[256];
+	snprintf(path, sizeof path, "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	long sum = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/task/%.20s/status", pid, e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread exited meanwhile */
+		while (fgets(line, sizeof line, f))
+			if (!strncmp(line, "voluntary_ctxt_switches:", 24)) {
+				sum += atol(line + 24);
+				break;
+			}
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield" ::: "memory");
+#else
+	__asm__ volatile("" ::: "memory");
+#endif
+}
+
+static void run(const char *path, int pid, int depth, int eidx, int indirect, int poll, int ms, int warm, int idle_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
@@ -227,21 +281,42 @@ static void run(const char *path, int pid, int depth, int eidx, int indirect, in
 #define HEAD(s) ((uint16_t)(indirect ? (s) : 2 * (s)))
 	for (int s = 0; s < depth; s++)
 		avail[2 + (avail_idx++ % QSIZE)] = HEAD(s);
+	/* A polling driver never wants a call: used_event half the index space away from
+	 * used.idx (it is never crossed by the <= 256 entries in flight), or NO_INTERRUPT. */
 	if (eidx)
-		*used_event = last_used;
+		*used_event = poll ? (uint16_t)(last_used + 0x8000) : last_used;
+	else if (poll)
+		avail[0] = 1;
 	__atomic_store_n(&avail[1], avail_idx, __ATOMIC_RELEASE);
 	uint64_t one = 1, cnt;
 	if (write(kick, &one, 8) != 8)
 		die("kick");
 
-	long count = 0, bad = 0, c0 = 0;
+	long count = 0, bad = 0, c0 = 0, v0 = 0, inflight = depth;
 	double t_end_warm = now() + warm / 1e3, t_end = 0, t0 = 0, b0 = 0, f0 = 0;
-	int measuring = 0;
+	int measuring = 0, draining = 0;
 	for (;;) {
-		if (read(call, &cnt, 8) != 8)
+		if (draining && !inflight)
+			break; /* --idle: every request answered */
+		if (poll) {
+			/* spin on used.idx; give up if the back-end makes no progress for 10 s */
+			double since = 0;
+			for (unsigned n = 1; __atomic_load_n(&used[1], __ATOMIC_ACQUIRE) == last_used; n++) {
+				cpu_relax();
+				if (!(n & 0xfffff)) {
+					double t = now();
+					if (!since)
+						since = t;
+					else if (t - since > 10) {
+						errno = 0;
+						die("no progress while polling");
+					}
+				}
+			}
+		} else if (read(call, &cnt, 8) != 8)
 			die("read call");
 		for (;;) {
-			if (!eidx)
+			if (!eidx && !poll)
 				avail[0] = 1; /* VRING_AVAIL_F_NO_INTERRUPT while draining */
 			uint16_t old_avail = avail_idx, uidx;
 			while ((uidx = __atomic_load_n(&used[1], __ATOMIC_ACQUIRE)) != last_used) {
@@ -257,15 +332,18 @@ static void run(const char *path, int pid, int depth, int eidx, int indirect, in
 					req[1]++;
 					req[2]++;
 					req[3]++;
-					avail[2 + (avail_idx++ % QSIZE)] = (uint16_t)id;
+					if (draining)
+						inflight--;
+					else
+						avail[2 + (avail_idx++ % QSIZE)] = (uint16_t)id;
 					last_used++;
 					count++;
 				}
 			}
 			__atomic_store_n(&avail[1], avail_idx, __ATOMIC_RELEASE);
 			if (eidx)
-				*used_event = last_used;
-			else
+				*used_event = poll ? (uint16_t)(last_used + 0x8000) : last_used;
+			else if (!poll)
 				avail[0] = 0;
 			__atomic_thread_fence(__ATOMIC_SEQ_CST);
 			int need_kick = eidx ? (uint16_t)(avail_idx - *avail_event - 1) < (uint16_t)(avail_idx - old_avail)
@@ -276,22 +354,44 @@ static void run(const char *path, int pid, int depth, int eidx, int indirect, in
 				break;
 		}
 		double t = now();
-		if (!measuring && t >= t_end_warm) {
+		if (idle_ms) {
+			if (!draining && t >= t_end_warm)
+				draining = 1;
+		} else if (!measuring && t >= t_end_warm) {
 			measuring = 1;
 			t0 = t;
 			c0 = count;
+			v0 = proc_vcsw(pid);
 			b0 = proc_cpu(pid);
 			f0 = self_cpu();
 			t_end = t0 + ms / 1e3;
 		} else if (measuring && t >= t_end) {
 			double b1 = proc_cpu(pid), f1 = self_cpu();
-			printf("{\"depth\":%d,\"eventIdx\":%s,\"indirect\":%s,\"requests\":%ld,\"seconds\":%.6f,"
-			       "\"backendCpu\":%.6f,\"frontendCpu\":%.6f,\"bad\":%ld}\n",
-			       depth, eidx ? "true" : "false", indirect ? "true" : "false", count - c0, t - t0,
-			       b1 - b0, f1 - f0, bad);
+			long v1 = proc_vcsw(pid);
+			printf("{\"depth\":%d,\"eventIdx\":%s,\"indirect\":%s,\"poll\":%s,\"requests\":%ld,\"seconds\":%.6f,"
+			       "\"backendCpu\":%.6f,\"backendVcsw\":%ld,\"frontendCpu\":%.6f,\"bad\":%ld}\n",
+			       depth, eidx ? "true" : "false", indirect ? "true" : "false", poll ? "true" : "false",
+			       count - c0, t - t0, b1 - b0, v0 < 0 || v1 < 0 ? -1 : v1 - v0, f1 - f0, bad);
 			fflush(stdout);
 			break;
 		}
+	}
+	if (idle_ms) {
+		/* the connection stays open, the ring empty: what does an idle back-end cost? */
+		t0 = now();
+		v0 = proc_vcsw(pid);
+		b0 = proc_cpu(pid);
+		f0 = self_cpu();
+		struct timespec ts = { idle_ms / 1000, (long)(idle_ms % 1000) * 1000000L };
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		double b1 = proc_cpu(pid), f1 = self_cpu(), t = now();
+		long v1 = proc_vcsw(pid);
+		printf("{\"depth\":%d,\"eventIdx\":%s,\"indirect\":%s,\"poll\":%s,\"idle\":true,\"requests\":0,"
+		       "\"seconds\":%.6f,\"backendCpu\":%.6f,\"backendVcsw\":%ld,\"frontendCpu\":%.6f,\"bad\":%ld}\n",
+		       depth, eidx ? "true" : "false", indirect ? "true" : "false", poll ? "true" : "false",
+		       t - t0, b1 - b0, v0 < 0 || v1 < 0 ? -1 : v1 - v0, f1 - f0, bad);
+		fflush(stdout);
 	}
 	/* Requests still in flight are abandoned with the connection; the back-end forgets the ring. */
 	close(sock);
@@ -308,25 +408,27 @@ static void run(const char *path, int pid, int depth, int eidx, int indirect, in
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *configs = NULL;
-	int pid = 0, ms = 500, warm = 150;
+	int pid = 0, ms = 500, warm = 150, idle_ms = 0;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--socket")) path = argv[i + 1];
 		else if (!strcmp(argv[i], "--backend-pid")) pid = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--configs")) configs = argv[i + 1];
 		else if (!strcmp(argv[i], "--ms")) ms = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--warm")) warm = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--idle")) idle_ms = atoi(argv[i + 1]);
 	}
 	if (!path || !configs || !pid) {
-		fprintf(stderr, "usage: vhost-user-ref-load --socket S --backend-pid P --configs D:E:I[,...] [--ms N] [--warm N]\n");
+		fprintf(stderr, "usage: vhost-user-ref-load --socket S --backend-pid P --configs D:E:I[:POLL][,...] [--ms N] [--warm N] [--idle MS]\n");
 		return 2;
 	}
 	for (const char *c = configs; c && *c;) {
-		int d, e, ind;
-		if (sscanf(c, "%d:%d:%d", &d, &e, &ind) != 3 || d < 1 || d > 128) {
-			fprintf(stderr, "bad config '%s' (DEPTH 1..128:EVENT_IDX:INDIRECT)\n", c);
+		int d, e, ind, poll = 0;
+		int n = sscanf(c, "%d:%d:%d:%d", &d, &e, &ind, &poll);
+		if (n < 3 || d < 1 || d > 128) {
+			fprintf(stderr, "bad config '%s' (DEPTH 1..128:EVENT_IDX:INDIRECT[:POLL])\n", c);
 			return 2;
 		}
-		run(path, pid, d, e, ind, ms, warm);
+		run(path, pid, d, e, ind, poll, ms, warm, idle_ms);
 		c = strchr(c, ',');
 		if (c)
 			c++;

@@ -7,16 +7,20 @@
  *   node dist/bench/vhost-user/load.js --socket S --backend-pid P --configs JSON [--ms 500] [--warm 150] [--throwaway N]
  *
  * Prints one JSON line per configuration (LoadResult). The backend's CPU time over the measured
- * window comes from proc.ts (procCpu / cpuSecondsBetween: per-thread schedstat, in ns).
+ * window comes from proc.ts (procCpu / cpuSecondsBetween: per-thread schedstat, in ns), its
+ * sleeps from procVoluntaryCsw (voluntary context switches summed over its threads). The C
+ * load generator (bench/ref/vhost-user-ref-load.c) prints the same fields.
  */
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { requestFor, type TestRequest } from '../../src/devices/virtio-test/protocol.js';
-import { cpuSecondsBetween, procCpu } from './proc.js';
+import { cpuSecondsBetween, procCpu, procVoluntaryCsw } from './proc.js';
 
 export interface LoadConfig {
   depth: number;
   eventIdx: boolean;
   indirect?: boolean;
+  /** C load generator only: spin on used.idx instead of sleeping on the call eventfd. */
+  poll?: boolean;
 }
 
 export interface LoadResult extends LoadConfig {
@@ -24,6 +28,10 @@ export interface LoadResult extends LoadConfig {
   seconds: number;
   /** CPU seconds of the backend process over the window. */
   backendCpu: number;
+  /** Voluntary context switches of the backend (all threads) over the window; -1: unreadable. */
+  backendVcsw: number;
+  /** C load generator, --idle: the window had no requests in flight. */
+  idle?: boolean;
   /** CPU seconds of this (front-end) process over the window. */
   frontendCpu: number;
 }
@@ -63,12 +71,14 @@ export async function measure(socketPath: string, backendPid: number, cfg: LoadC
   const workers = Array.from({ length: cfg.depth }, (_, w) => worker(w));
   await sleep(warmMs);
   const c0 = count;
+  const v0 = procVoluntaryCsw(backendPid);
   const b0 = procCpu(backendPid);
   const f0 = process.cpuUsage();
   const t0 = performance.now();
   await sleep(ms);
   const c1 = count;
   const b1 = procCpu(backendPid);
+  const v1 = procVoluntaryCsw(backendPid);
   const f1 = process.cpuUsage(f0);
   const t1 = performance.now();
   stop = true;
@@ -80,6 +90,7 @@ export async function measure(socketPath: string, backendPid: number, cfg: LoadC
     requests: c1 - c0,
     seconds: (t1 - t0) / 1e3,
     backendCpu: cpuSecondsBetween(b0, b1),
+    backendVcsw: v1 - v0,
     frontendCpu: (f1.user + f1.system) / 1e6,
   };
 }
