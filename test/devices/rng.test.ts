@@ -399,7 +399,7 @@ test('definition: options, demo argv and guest command from --count (string or n
   const make = await e.loadDriver();
   assert.deepEqual(make([4], {}).deviceIds, [4]);
   const linux = rngDefinition.linux!;
-  assert.equal(linux.qemuDevice, 'vhost-user-rng-pci');
+  assert.equal(linux.qemuDevice({}), 'vhost-user-rng-pci');
   assert.deepEqual(linux.kernelArgs, ['rng_core.default_quality=0']);
   const cmd = linux.guestCommand({ count: '100' }, []);
   assert.equal(cmd[0], 'sh');
