@@ -20,20 +20,36 @@
  * is the "no side effects" the spec asks for. Any change of a running ring's configuration,
  * or of the memory table, stops the ring (remembering its next available index) and
  * restarts it from the new configuration.
+ *
+ * Refusals. A request the session cannot honour is refused with a warning naming the request
+ * and the rule. How the front-end learns of it depends on `strict` (BackendSessionOptions, or
+ * BackendSession.strictByDefault for every session of the process):
+ *  - strict (the project's rule): a non-zero ack when REPLY_ACK was negotiated and the request
+ *    has NEED_REPLY ([vhost-user "VHOST_USER_PROTOCOL_F_REPLY_ACK"]); GET_CONFIG's specified
+ *    error reply (an empty payload, [vhost-user "VHOST_USER_GET_CONFIG"]); otherwise the
+ *    connection is closed ([vhost-user "Communication"]: "If back-end detects some error such
+ *    as incompatible features, it may also close the connection"), never a silent
+ *    continuation nor a reply of the wrong size;
+ *  - lenient (the default until the older suites are moved over): an ack whenever NEED_REPLY
+ *    is set, an empty payload for requests that always reply, otherwise only the warning.
+ * Strict mode also refuses what the lenient mode still lets through for compatibility: fds on
+ * a request that takes none, a memfd as kick/call/err fd, and state-changing requests whose
+ * protocol feature was not negotiated.
  */
 import type { VirtioDevice } from '../device/device.js';
 import { DeviceRuntime, type DeviceHost } from '../device/runtime.js';
-import { Status, bit, hasFeature, statusNames } from '../virtio/constants.js';
+import { FeatureBit, Status, bit, hasFeature, statusNames } from '../virtio/constants.js';
 import { fail, isVirtioError } from '../virtio/errors.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { ringViewsFromBytes, type RingViews } from '../virtio/ring-views.js';
 import { availRingBytes, checkQueueSize, descTableBytes, usedRingBytes } from '../virtio/split-ring.js';
 import { BackendChannel } from './backend-channel.js';
-import { ProtocolError, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
+import { ProtocolError, REQUEST_RULES, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
 import { InflightBuffer, createInflightFd } from './inflight.js';
 import { InflightTrackingDevice } from './inflight-tracker.js';
 import { MappedMemory } from './mapped-memory.js';
 import { MessageChannel, closeQuietly } from './message-channel.js';
+import { native } from './native/index.js';
 import {
   decodeConfig,
   decodeInflight,
@@ -56,10 +72,11 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VRING_INDEX_MASK,
   VRING_INVALID_FD,
+  VRING_F_LOG,
   pbit,
   requestName,
 } from './protocol.js';
-import { Vring, type VringAddresses } from './vring.js';
+import { Vring, describeFd, notificationFdProblem, type VringAddresses } from './vring.js';
 
 /** The protocol features this back-end implements ([vhost-user "Protocol features"]). */
 export const OFFERED_PROTOCOL_FEATURES =
@@ -90,6 +107,28 @@ const BEFORE_OWNER: ReadonlySet<number> = new Set([
   Request.GET_STATUS,
 ]);
 
+/**
+ * Strict mode: requests that change state and that [vhost-user "Front-end message types"]
+ * defines only once a protocol feature is negotiated ("Only valid if ...", "should be sent
+ * only when ..."). Queries (GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, GET_CONFIG, GET_STATUS) are
+ * answered either way: they change nothing.
+ */
+const NEEDS_PROTOCOL_FEATURE: ReadonlyMap<number, number> = new Map([
+  [Request.SET_STATUS, ProtocolFeature.STATUS],
+  [Request.RESET_DEVICE, ProtocolFeature.RESET_DEVICE],
+  [Request.ADD_MEM_REG, ProtocolFeature.CONFIGURE_MEM_SLOTS],
+  [Request.REM_MEM_REG, ProtocolFeature.CONFIGURE_MEM_SLOTS],
+  [Request.SET_CONFIG, ProtocolFeature.CONFIG],
+  [Request.GET_INFLIGHT_FD, ProtocolFeature.INFLIGHT_SHMFD],
+  [Request.SET_INFLIGHT_FD, ProtocolFeature.INFLIGHT_SHMFD],
+  [Request.SET_BACKEND_REQ_FD, ProtocolFeature.BACKEND_REQ],
+]);
+
+const protocolFeatureNames = new Map<number, string>(Object.entries(ProtocolFeature).map(([k, v]) => [v, k]));
+
+/** Header flags ([vhost-user "Header"]): bits 0-1 version, 2 REPLY, 3 NEED_REPLY; the others are reserved. */
+const KNOWN_HEADER_FLAGS = HeaderFlag.VERSION_MASK | HeaderFlag.REPLY | HeaderFlag.NEED_REPLY;
+
 /** GET_MAX_MEM_SLOTS default. */
 export const DEFAULT_MAX_MEM_SLOTS = 32;
 
@@ -109,6 +148,11 @@ export interface BackendSessionOptions {
   trace?(line: string): void;
   /** Called once when the connection has ended and every resource is released. */
   onClose?(reason: string | null): void;
+  /**
+   * The refusal rule (see the module comment): true closes the connection when a refusal
+   * cannot be acknowledged. Default: BackendSession.strictByDefault.
+   */
+  strict?: boolean;
 }
 
 /** The result of a request that always has a reply: payload and fds to send (ours to close). */
@@ -135,7 +179,15 @@ class Fds {
 }
 
 export class BackendSession {
+  /**
+   * `strict` for sessions that do not set it (serveDevice's, the daemons'): false until the
+   * test suites that pin the lenient behaviour are moved over (docs/reliability.md).
+   */
+  static strictByDefault = false;
+
   readonly memory = new GuestMemory();
+  /** BackendSessionOptions.strict, resolved when the session was made. */
+  readonly strict: boolean;
   readonly mapped: MappedMemory;
   readonly device: InflightTrackingDevice;
   readonly runtime: DeviceRuntime;
@@ -155,6 +207,7 @@ export class BackendSession {
     fd: number,
     private readonly options: BackendSessionOptions,
   ) {
+    this.strict = options.strict ?? BackendSession.strictByDefault;
     this.device = new InflightTrackingDevice(options.device);
     this.mapped = new MappedMemory(this.memory, options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS);
     const host: DeviceHost = {
@@ -204,12 +257,18 @@ export class BackendSession {
     const fds = new Fds(m.fds);
     const needReply = (m.flags & HeaderFlag.NEED_REPLY) !== 0;
     const replies = alwaysReplies(m.request);
+    // Whether a refusal can be acknowledged: REPLY_ACK as negotiated before this request.
+    const ackable = needReply && (this.has(ProtocolFeature.REPLY_ACK) || !this.strict);
     this.options.trace?.(describeRequest(m));
     let reply: Reply | void = undefined;
     let error: string | null = null;
     try {
+      this.checkFlags(m);
       const { extraFds } = checkRequest(m);
       if (extraFds.length > 0) {
+        if (this.strict && REQUEST_RULES.get(m.request)?.fds.kind === 'none') {
+          throw new ProtocolError(`${extraFds.length} file descriptor(s) on a request that takes none`);
+        }
         this.options.warn(`vhost-user: ${name} carried ${extraFds.length} file descriptor(s) it does not take: closed`);
       }
       reply = this.handle(m, fds);
@@ -225,6 +284,12 @@ export class BackendSession {
       fds.closeRest();
     }
     if (this.closed) return;
+    if (error !== null && this.strict && (replies ? m.request !== Request.GET_CONFIG : !ackable)) {
+      // No way to tell the front-end but ending the connection: a reply of the wrong size
+      // would be a malformed message, and silence would be taken for success.
+      this.close(`${name} refused: ${error}`);
+      return;
+    }
     const flags = HeaderFlag.VERSION | HeaderFlag.REPLY;
     if (replies) {
       // A reply is due either way; an empty payload is the error signal (GET_CONFIG's is
@@ -235,6 +300,17 @@ export class BackendSession {
     } else if (needReply) {
       // [vhost-user "VHOST_USER_PROTOCOL_F_REPLY_ACK"]: zero for success, non-zero for failure.
       this.channel.send(encodeMessage(m.request, flags, encodeU64(error === null ? 0 : 1)));
+    }
+  }
+
+  /** A request has version 1 (checked by the channel), no REPLY flag, no reserved bit ([vhost-user "Header"]). */
+  private checkFlags(m: RawMessage): void {
+    if (m.flags & HeaderFlag.REPLY) throw new ProtocolError(`flags 0x${m.flags.toString(16)}: a request with the REPLY flag`);
+    const reserved = m.flags & ~KNOWN_HEADER_FLAGS;
+    if (reserved) throw new ProtocolError(`flags 0x${(m.flags >>> 0).toString(16)}: reserved bits 0x${(reserved >>> 0).toString(16)} set`);
+    const feature = NEEDS_PROTOCOL_FEATURE.get(m.request);
+    if (this.strict && feature !== undefined && !this.has(feature)) {
+      throw new ProtocolError(`VHOST_USER_PROTOCOL_F_${protocolFeatureNames.get(feature)} was not negotiated`);
     }
   }
 
@@ -300,10 +376,15 @@ export class BackendSession {
         return this.getConfig(p);
       case Request.SET_CONFIG:
         return this.setConfig(p);
-      case Request.SET_BACKEND_REQ_FD:
+      case Request.SET_BACKEND_REQ_FD: {
+        // [vhost-user "VHOST_USER_SET_BACKEND_REQ_FD"]: "the socket file descriptor for
+        // back-end initiated requests"; anything else would swallow the messages we send.
+        const problem = backendSocketProblem(fds.list[0]!);
+        if (problem) throw new ProtocolError(`the fd is ${problem}, not a connected Unix stream socket`);
         this.backend?.close();
         this.backend = new BackendChannel(fds.take(0), (line) => this.options.warn(line));
         return;
+      }
       case Request.RESET_DEVICE:
         this.resetDevice();
         return;
@@ -324,20 +405,38 @@ export class BackendSession {
   private setFeatures(features: bigint): void {
     const unknown = features & ~this.offeredFeatures;
     if (unknown) throw new ProtocolError(`features 0x${unknown.toString(16)} were not offered`);
-    this.ackedFeatures = features;
     const virtio = features & ~bit(VHOST_USER_F_PROTOCOL_FEATURES);
+    // The device runtime is non-legacy only (virtio 1.2 §6.1: a device that does not offer
+    // legacy support refuses a driver without VIRTIO_F_VERSION_1). Refused here rather than
+    // left to FEATURES_OK, so that a front-end without PROTOCOL_F_STATUS learns it too.
+    if (!hasFeature(virtio, FeatureBit.VERSION_1)) {
+      throw new ProtocolError(`features 0x${features.toString(16)} lack VIRTIO_F_VERSION_1: legacy drivers are not supported (virtio 1.2 §6.1)`);
+    }
     if (this.statusNegotiated) {
       const s = this.runtime.status;
       if (s & Status.FEATURES_OK) {
-        if (this.runtime.driverFeatures !== virtio) {
+        if (this.runtime.driverFeatures !== virtio || (this.ackedFeatures !== null && this.ackedFeatures !== features)) {
           throw new ProtocolError(`features changed after FEATURES_OK (status ${statusNames(s)})`);
         }
       } else {
         this.runtime.writeDriverFeatures(virtio);
       }
     } else {
+      // Without PROTOCOL_F_STATUS a SET_FEATURES with other features means the driver started
+      // over (the device is reset below). Not while a ring runs as far as the front-end knows
+      // (started and enabled: neither GET_VRING_BASE nor SET_VRING_ENABLE 0 came): the features
+      // of a live device are fixed (virtio 1.2 §3.1.1, §2.2), a front-end stops its rings first.
+      const live = this.vrings.filter((v) => v.started && v.enabled).map((v) => v.index);
+      const rt = this.runtime;
+      const running = (rt.status & Status.DRIVER_OK) !== 0 && (rt.status & (Status.NEEDS_RESET | Status.FAILED)) === 0;
+      if (running && live.length > 0 && this.ackedFeatures !== null && features !== this.ackedFeatures) {
+        throw new ProtocolError(
+          `features 0x${features.toString(16)} differ from 0x${this.ackedFeatures.toString(16)} while vring ${live.join(', ')} is started and enabled: stop the rings (GET_VRING_BASE) first`,
+        );
+      }
       this.negotiateForFrontend(virtio);
     }
+    this.ackedFeatures = features;
     // [vhost-user "Ring states"]: without VHOST_USER_F_PROTOCOL_FEATURES every ring is enabled at once.
     if (!hasFeature(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const v of this.vrings) v.enabled = true;
     this.syncAll();
@@ -361,8 +460,22 @@ export class BackendSession {
 
   private setProtocolFeatures(features: bigint): void {
     const unknown = features & ~OFFERED_PROTOCOL_FEATURES;
-    this.protocolFeatures = features & OFFERED_PROTOCOL_FEATURES;
+    const accepted = features & OFFERED_PROTOCOL_FEATURES;
+    // Protocol features decide how requests are answered (REPLY_ACK) and who keeps the
+    // status (STATUS): they are set once, before the device is set up (QEMU and virtio_uml
+    // send them right after GET_PROTOCOL_FEATURES). The same value again is harmless.
+    if (accepted !== this.protocolFeatures && this.configured()) {
+      throw new ProtocolError(
+        `protocol features changed from 0x${this.protocolFeatures.toString(16)} to 0x${accepted.toString(16)} after SET_FEATURES, a device status or a started ring`,
+      );
+    }
+    this.protocolFeatures = accepted;
     if (unknown) throw new ProtocolError(`protocol features 0x${unknown.toString(16)} were not offered (ignored)`);
+  }
+
+  /** Whether the device has been set up beyond protocol negotiation. */
+  private configured(): boolean {
+    return this.ackedFeatures !== null || this.runtime.status !== 0 || this.vrings.some((v) => v.started);
   }
 
   private setStatus(value: bigint): void {
@@ -442,6 +555,12 @@ export class BackendSession {
     if (!(num > 0 && (num & (num - 1)) === 0 && num <= max)) {
       throw new ProtocolError(`vring ${index}: size ${num} is not a power of two in 1..${max}`);
     }
+    const inflight = this.inflight;
+    if (inflight !== null && index < inflight.numQueues && num > inflight.queueSize) {
+      throw new ProtocolError(`vring ${index}: size ${num} is larger than the ${inflight.queueSize} descriptors per queue of the inflight buffer (SET_INFLIGHT_FD)`);
+    }
+    // Addresses given before the size were checked for no size: the parts must hold this one.
+    if (v.addresses !== null && this.mapped.count > 0) this.checkRingLayout(index, num, v.addresses);
     this.stopRing(index);
     if (v.size !== num) this.device.forget(index);
     v.size = num;
@@ -455,24 +574,51 @@ export class BackendSession {
     const used = toSafeNumber(a.used);
     const avail = toSafeNumber(a.avail);
     if (desc === null || used === null || avail === null) throw new ProtocolError(`vring ${a.index}: ring address beyond 2^53`);
+    // [vhost-user "A vring address description"]: bit 0 (VHOST_VRING_F_LOG) asks for used-ring
+    // dirty logging, which needs VHOST_F_LOG_ALL (not offered); no other bit is defined.
+    if (a.flags !== 0) {
+      throw new ProtocolError(`vring ${a.index}: flags 0x${(a.flags >>> 0).toString(16)}${a.flags & VRING_F_LOG ? ' (VHOST_VRING_F_LOG: dirty logging is not supported)' : ''} are not supported`);
+    }
     // §2.7.1 alignment (user addresses keep it: regions are page-aligned mappings).
     if (desc % 16 || avail % 2 || used % 4) {
       throw new ProtocolError(`vring ${a.index}: misaligned ring (desc 0x${desc.toString(16)}, avail 0x${avail.toString(16)}, used 0x${used.toString(16)})`);
     }
-    // VHOST_VRING_F_LOG asks for dirty logging of the used ring: not done (LOG_ALL is not offered).
-    const addresses = { desc, avail, used, flags: a.flags };
-    if (this.mapped.count > 0 && v.size > 0) {
-      try {
-        this.ringViews(v.size, addresses);
-      } catch (e) {
-        throw new ProtocolError(`vring ${a.index}: ${(e as Error).message}`);
-      }
+    // [vhost-user "Memory access"]: ring addresses are user addresses of the memory table's
+    // regions, so they cannot be translated (nor checked) before there is one.
+    if (this.mapped.count === 0) {
+      throw new ProtocolError(`vring ${a.index}: ring addresses before any memory table (SET_MEM_TABLE or ADD_MEM_REG)`);
     }
+    const addresses = { desc, avail, used, flags: a.flags };
+    if (v.size > 0) this.checkRingLayout(a.index, v.size, addresses);
     this.stopRing(a.index);
     const old = v.addresses;
     if (old && (old.desc !== desc || old.avail !== avail || old.used !== used)) this.device.forget(a.index);
     v.addresses = addresses;
     this.sync(a.index);
+  }
+
+  /**
+   * The three parts of a ring of `size` at `a`, each with its full size (§2.7: the avail ring
+   * with used_event, the used ring with avail_event), must each lie inside one region; the used
+   * ring, which the device writes, must not overlap the two parts the driver writes.
+   */
+  private checkRingLayout(index: number, size: number, a: VringAddresses): void {
+    try {
+      this.ringViews(size, a);
+    } catch (e) {
+      throw new ProtocolError(`vring ${index}: ${(e as Error).message}`);
+    }
+    const usedEnd = a.used + usedRingBytes(size);
+    for (const [what, start, len] of [
+      ['descriptor table', a.desc, descTableBytes(size)],
+      ['available ring', a.avail, availRingBytes(size)],
+    ] as const) {
+      if (a.used < start + len && start < usedEnd) {
+        throw new ProtocolError(
+          `vring ${index}: the used ring [0x${a.used.toString(16)}, +${usedRingBytes(size)}) overlaps the ${what} [0x${start.toString(16)}, +${len}) (§2.7: the device writes the used ring)`,
+        );
+      }
+    }
   }
 
   private setVringBase(index: number, num: number): void {
@@ -503,6 +649,10 @@ export class BackendSession {
       throw new ProtocolError(`reserved bits set in 0x${value.toString(16)}`);
     }
     const v = this.vring(index);
+    if (!invalid) {
+      const problem = notificationFdProblem(fds.list[0]!, this.strict);
+      if (problem) throw new ProtocolError(`vring ${index}: the fd is ${problem}, not an eventfd (or a pipe)`);
+    }
     const fd = invalid ? null : fds.take(0);
     switch (request) {
       case Request.SET_VRING_KICK:
@@ -686,11 +836,20 @@ export class BackendSession {
     const d = decodeInflight(p);
     const mmapSize = toSafeNumber(d.mmapSize);
     const mmapOffset = toSafeNumber(d.mmapOffset);
-    const fd = fds.take(0);
-    if (mmapSize === null || mmapOffset === null) {
-      closeQuietly(fd);
-      throw new ProtocolError('inflight buffer size or offset beyond 2^53');
+    // The same bounds as GET_INFLIGHT_FD: a buffer for queues the device does not have, or of
+    // a size no ring can have, describes nothing this back-end could track.
+    if (d.numQueues === 0 || d.numQueues > this.vrings.length) {
+      throw new ProtocolError(`inflight buffer for ${d.numQueues} queues; the device has ${this.vrings.length}`);
     }
+    if (!(d.queueSize > 0 && (d.queueSize & (d.queueSize - 1)) === 0 && d.queueSize <= this.options.maxQueueSize)) {
+      throw new ProtocolError(`inflight queue size ${d.queueSize} is not a power of two in 1..${this.options.maxQueueSize}`);
+    }
+    const larger = this.vrings.filter((v) => v.index < d.numQueues && v.size > d.queueSize);
+    if (larger.length > 0) {
+      throw new ProtocolError(`inflight queue size ${d.queueSize} is smaller than vring ${larger[0]!.index} (${larger[0]!.size} descriptors): it could not be tracked`);
+    }
+    if (mmapSize === null || mmapOffset === null) throw new ProtocolError('inflight buffer size or offset beyond 2^53');
+    const fd = fds.take(0);
     let buffer: InflightBuffer;
     try {
       buffer = InflightBuffer.map(fd, { mmapSize, mmapOffset, numQueues: d.numQueues, queueSize: d.queueSize });
@@ -726,3 +885,12 @@ export function describeRequest(m: RawMessage): string {
   return `${requestName(m.request)} flags=0x${m.flags.toString(16)} size=${m.size} fds=${m.fds.length}${m.size ? ` payload=${words}${m.size > 48 ? ' ...' : ''}` : ''}`;
 }
 
+/** Why `fd` cannot be the back-end request channel, or null for a connected AF_UNIX stream socket. */
+function backendSocketProblem(fd: number): string | null {
+  const kind = native.fdKind(fd);
+  if (kind !== 'socket') return describeFd(fd);
+  const info = native.socketInfo(fd);
+  if (info.family !== 'unix' || info.type !== 'stream') return `a ${info.family} ${info.type} socket`;
+  if (info.listening) return 'a listening socket';
+  return null;
+}

@@ -11,11 +11,13 @@
  * The fd is closed as soon as it is mapped (the mapping keeps the memory alive); every
  * mapping is unmapped on removal, on replacement, and when the connection ends.
  */
+import { fstatSync } from 'node:fs';
 import type { GuestMemory, MemoryRegion } from '../virtio/memory.js';
 import { native } from './native/index.js';
 import { ProtocolError } from './codec.js';
 import { closeQuietly } from './message-channel.js';
 import { toSafeNumber, type MemoryRegionDescription } from './payloads.js';
+import { describeFd } from './vring.js';
 
 export interface MappedRegion {
   readonly guestAddr: number;
@@ -91,6 +93,15 @@ export class MappedMemory {
       }
     } else if (kind !== 'other') {
       throw new ProtocolError(`${what}: the fd is a ${kind}, not memory`);
+    } else {
+      // mmap would fail on a directory or a pipe anyway (said plainly here); a block device
+      // would map, but its size is not in fstat, so a region past its end could not be
+      // refused and would SIGBUS the process when touched. Character devices are left to
+      // mmap (most refuse it; /dev/zero-like ones give plain memory).
+      const st = fstatSync(fd);
+      if (st.isDirectory() || st.isFIFO() || st.isBlockDevice()) {
+        throw new ProtocolError(`${what}: the fd is ${describeFd(fd)}, not memory`);
+      }
     }
     const page = native.pageSize;
     const alignedOffset = mmapOffset - (mmapOffset % page);
@@ -114,8 +125,8 @@ export class MappedMemory {
   }
 
   /**
-   * [vhost-user "VHOST_USER_REM_MEM_REG"]: the region is identified by guest address, user
-   * address and size (the mmap offset is ignored). Returns false if there is no such region.
+   * Removes the region identified by guest address, user address and size, the mmap offset
+   * being ignored ([vhost-user "VHOST_USER_REM_MEM_REG"]). Returns false if there is no such region.
    */
   remove(desc: MemoryRegionDescription): boolean {
     const i = this.regions.findIndex(

@@ -10,9 +10,81 @@
  * Call / err: written with eventfd semantics (8-byte add). With the invalid-fd flag there
  * is no fd: the front-end polls ([vhost-user "VHOST_USER_SET_VRING_CALL"]).
  */
+import { fstatSync, readlinkSync } from 'node:fs';
 import type { DeviceQueue } from '../virtio/device-queue.js';
 import { loadNative, native, type Watch } from './native/index.js';
 import { closeQuietly } from './message-channel.js';
+
+/** What `fd` is, for log lines: "an eventfd", "a directory (/tmp)", "a pipe", "anon_inode:[timerfd]". */
+export function describeFd(fd: number): string {
+  let target = '?';
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    // not open, or no /proc
+  }
+  let kind: string;
+  try {
+    kind = native.fdKind(fd);
+  } catch (e) {
+    return `not usable (${(e as Error).message})`;
+  }
+  switch (kind) {
+    case 'eventfd':
+      return 'an eventfd';
+    case 'socket':
+      return 'a socket';
+    case 'memfd':
+      return `a memfd (${target})`;
+    case 'file':
+      return `a regular file (${target})`;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) return `a directory (${target})`;
+    if (st.isFIFO()) return 'a pipe';
+    if (st.isCharacterDevice()) return `a character device (${target})`;
+    if (st.isBlockDevice()) return `a block device (${target})`;
+  } catch {
+    // fall through to the link's name
+  }
+  return target;
+}
+
+/**
+ * Why `fd` cannot be a kick, call or error fd, or null if it can. [vhost-user "Support for
+ * platforms other than Linux"]: these are eventfds, or pipes where eventfd is missing; either
+ * way something that is read or written 8 bytes at a time. Sockets are taken too (they behave
+ * like a pipe end; a hung-up one is handled: kick → polling, call → reported once). A memfd is
+ * taken by the lenient mode only (a kick memfd is then polled). Everything else — a regular
+ * file (a call would append to it forever), a directory, a device, a listening socket, another
+ * kind of anonymous fd — is refused.
+ */
+export function notificationFdProblem(fd: number, strict: boolean): string | null {
+  let kind: string;
+  try {
+    kind = native.fdKind(fd);
+  } catch (e) {
+    return `not usable (${(e as Error).message})`;
+  }
+  if (kind === 'eventfd') return null;
+  if (kind === 'socket') {
+    try {
+      return native.socketInfo(fd).listening ? 'a listening socket' : null;
+    } catch (e) {
+      return `a socket that cannot be inspected (${(e as Error).message})`;
+    }
+  }
+  if (kind === 'memfd') return strict ? describeFd(fd) : null;
+  if (kind === 'other') {
+    try {
+      if (fstatSync(fd).isFIFO()) return null;
+    } catch {
+      // described below
+    }
+  }
+  return describeFd(fd);
+}
 
 /** How often a ring without a kick fd (polling mode) is looked at. */
 export const POLL_INTERVAL_MS = 1;
