@@ -81,3 +81,24 @@ export const DeviceId = {
 
 /** §2.5 Device Configuration Space uses little-endian for all fields in non-legacy devices. */
 export const LITTLE_ENDIAN = true;
+
+/**
+ * §2.8.1 Driver and Device Ring Wrap Counters (packed virtqueues, VIRTIO_F_RING_PACKED):
+ * the flag bits that mark a packed-ring descriptor available (AVAIL = driver's wrap counter,
+ * USED = its inverse) or used (AVAIL = USED = device's wrap counter).
+ */
+export const PackedDescFlags = {
+  AVAIL: 1 << 7,
+  USED: 1 << 15,
+} as const;
+
+/** §2.8.10 Driver and Device Event Suppression: Descriptor Ring Change Event Flags (2 bits; 3 is reserved). */
+export const RingEventFlags = {
+  ENABLE: 0,
+  DISABLE: 1,
+  /** Only valid with VIRTIO_F_RING_EVENT_IDX: events for the descriptor at desc_event_off / desc_event_wrap. */
+  DESC: 2,
+} as const;
+
+/** §2.8: "Packed virtqueues support up to 2^15 entries each" (any size, not only powers of two, §2.8.10.1). */
+export const MAX_PACKED_QUEUE_SIZE = 32768;

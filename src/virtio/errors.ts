@@ -30,7 +30,16 @@ export type VirtioErrorCode =
   // feature negotiation and status (§2.1, §3.1)
   | 'FEATURES_INVALID'
   | 'STATUS_INVALID'
-  | 'CONFIG_ACCESS_INVALID';
+  | 'CONFIG_ACCESS_INVALID'
+  // packed virtqueues (§2.8)
+  | 'PACKED_FLAGS_INVALID' // §2.8.1: next descriptor has AVAIL = driver wrap counter but USED = AVAIL
+  | 'PACKED_DESC_NOT_AVAIL' // §2.8.6: a later descriptor of a list is not marked available for its lap
+  | 'PACKED_ID_INVALID' // §2.8.21.1: buffer id ≥ queue size
+  | 'PACKED_ID_IN_USE' // §2.8.21.1: buffer id of a buffer still in flight
+  | 'PACKED_RING_OVERRUN' // §2.8.16: descriptor made available before the device used it (> size in flight)
+  | 'INDIRECT_IN_CHAIN' // §2.8.19: INDIRECT descriptor in a list linked by NEXT
+  | 'INDIRECT_ENTRY_NEXT' // §2.8.19: NEXT inside a packed indirect table (only WRITE is valid)
+  | 'QUEUE_BASE_INVALID'; // vhost-user SET_VRING_BASE: packed ring position ≥ queue size
 
 export class VirtioError extends Error {
   override readonly name = 'VirtioError';

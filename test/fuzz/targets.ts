@@ -18,6 +18,7 @@ import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
 import { RefDevice, type RefSegment } from './reference.js';
 import { buildRing, guestAddrOf, ringInputArb, type BuiltRing, type RingInput } from './ring-input.js';
+import { packedTargets } from './packed-targets.js';
 
 export interface FuzzTarget<T = unknown> {
   name: string;
@@ -581,4 +582,5 @@ export const driverUsed: FuzzTarget<HostileInput> = {
   },
 };
 
-export const targets: FuzzTarget<any>[] = [devicePop, deviceRuntime, splitModel, driverUsed];
+// The packed virtqueue's targets (test/fuzz/packed-targets.ts) run with these.
+export const targets: FuzzTarget<any>[] = [devicePop, deviceRuntime, splitModel, driverUsed, ...packedTargets];

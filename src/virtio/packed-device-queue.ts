@@ -1,0 +1,352 @@
+/**
+ * The device side of a packed virtqueue (virtio 1.2 §2.8): takes available descriptor lists,
+ * writes used descriptors, and decides about notifications in both directions. The packed twin
+ * of device-queue.ts: same method names, same DescriptorChain, same typed errors where the rule
+ * is the same, so device models cannot tell which ring they are served from.
+ *
+ * For whoever integrates it into the runtime (src/device/runtime.ts uses exactly these), the
+ * interface both device halves implement:
+ *
+ *   interface DeviceVirtqueue {
+ *     readonly size: number;
+ *     readonly nextAvail: number;   // split: free-running avail index; packed: position | wrap << 15
+ *     readonly nextUsed: number;    // split: free-running used index;  packed: position | wrap << 15
+ *     pending(): number;            // split: chains waiting; packed: 1 if at least one, else 0
+ *     hasAvailable(): boolean;      // split: pending() !== 0 (to add to DeviceQueue)
+ *     pop(reuse?: DescriptorChain): DescriptorChain | null;   // throws VirtioError on a bad list
+ *     addUsed(head: number, len: number): void;   // head = chain.head (split: head descriptor; packed: buffer id)
+ *     publishUsed(): void;
+ *     pushUsed(chain: DescriptorChain, len: number): void;
+ *     needsNotification(): boolean; // after publishUsed(); consumes the published range
+ *     disableNotifications(): void;
+ *     enableNotifications(): boolean;  // true: work arrived meanwhile, keep processing
+ *   }
+ *
+ * with a factory on VIRTIO_F_RING_PACKED in DeviceRuntime.startQueue (ring views differ:
+ * RingViews vs PackedRingViews; the transport's three area addresses map to desc/driver/device).
+ * Split-only today: `chainAt(head)` (vhost-user inflight resubmission, which for packed rings
+ * needs the inflight region's packed format) and the free-running index arithmetic. vhost-user
+ * GET_VRING_BASE answers `vringBase` for packed rings (both halves and wrap counters, see
+ * packed-ring.ts) and `nextAvail` for split ones; SET_VRING_BASE passes `parsePackedVringBase(num)`
+ * as the options' nextAvail/nextUsed.
+ *
+ * Everything the driver wrote is untrusted: each list is validated while it is walked; a
+ * violation throws a VirtioError naming the rule and leaves the queue's state as it was. Walks
+ * are bounded by the queue size (direct lists) and the table length (indirect tables).
+ * Memory ordering: see packed-ring.ts.
+ */
+import { DescFlags, MAX_PACKED_QUEUE_SIZE, RingEventFlags } from './constants.js';
+import { DescriptorChain } from './chain.js';
+import { fail } from './errors.js';
+import { joinAddress, type GuestMemory } from './memory.js';
+import {
+  INITIAL_RING_INDEX,
+  W3_AVAIL_SHIFT,
+  W3_USED_SHIFT,
+  checkRingIndex,
+  encodeRingIndex,
+  eventWants,
+  eventWord,
+  eventWordFlags,
+  linearIndex,
+  packedVringBase,
+  usedBits,
+  type PackedRingViews,
+} from './packed-ring.js';
+
+export interface PackedDeviceQueueOptions {
+  /** VIRTIO_F_RING_EVENT_IDX negotiated: RING_EVENT_FLAGS_DESC is valid (§2.8.10). */
+  eventIdx: boolean;
+  /** VIRTIO_F_INDIRECT_DESC negotiated (§2.8.7). */
+  indirect: boolean;
+  /**
+   * Where to start, each `position | wrap counter << 15` (default 0x8000: position 0, wrap 1,
+   * §2.8.1), as vhost-user SET_VRING_BASE carries them for packed rings. Buffers between the two
+   * (in flight across a restart) are counted against the ring but cannot be completed here.
+   */
+  nextAvail?: number;
+  nextUsed?: number;
+  /**
+   * Most entries an indirect table may have. Default: the queue size (§2.8.5: "If not limited,
+   * the maximum number of descriptors in a list is the virt queue size"; §2.8.17). Up to 32768
+   * for drivers that build longer tables for tiny queues (see device-queue.ts walkIndirect).
+   */
+  maxIndirectEntries?: number;
+}
+
+const U32_LIMIT = 0x1_0000_0000;
+const { NEXT, WRITE, INDIRECT } = DescFlags;
+
+export class PackedDeviceQueue {
+  readonly size: number;
+  private availPos: number;
+  private availWrap: number;
+  private usedPos: number;
+  private usedWrap: number;
+  /** Ring descriptors taken by pop() and not yet covered by used descriptors (≤ size). */
+  private inFlight: number;
+  /** Per buffer id: ring descriptors its list occupied (0: not in flight). §2.8.6: the skip count. */
+  private readonly idSlots: Uint16Array;
+  /** Word index and value of the first used descriptor's id|flags of an unpublished batch, or -1. */
+  private pendingAt = -1;
+  private pendingWord = 0;
+  /** Used linear index at the last notification decision, descriptors used since, validity. */
+  private signalledLin = 0;
+  private usedSinceSignal = 0;
+  private signalledValid = false;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  private readonly maxIndirect: number;
+  private readonly desc: Uint32Array;
+  private readonly driverEvent: Uint32Array;
+  private readonly deviceEvent: Uint32Array;
+
+  constructor(
+    private readonly memory: GuestMemory,
+    rings: PackedRingViews,
+    options: PackedDeviceQueueOptions,
+  ) {
+    const size = (this.size = rings.size);
+    this.desc = rings.desc;
+    this.driverEvent = rings.driverEvent;
+    this.deviceEvent = rings.deviceEvent;
+    this.eventIdx = options.eventIdx;
+    this.indirect = options.indirect;
+    this.maxIndirect = Math.min(MAX_PACKED_QUEUE_SIZE, Math.max(1, options.maxIndirectEntries ?? size));
+    const a = checkRingIndex(options.nextAvail ?? INITIAL_RING_INDEX, size, 'next available index');
+    const u = checkRingIndex(options.nextUsed ?? INITIAL_RING_INDEX, size, 'next used index');
+    this.availPos = a.pos;
+    this.availWrap = a.wrap;
+    this.usedPos = u.pos;
+    this.usedWrap = u.wrap;
+    const m = 2 * size;
+    this.inFlight = (linearIndex(a.pos, a.wrap, size) - linearIndex(u.pos, u.wrap, size) + m) % m;
+    if (this.inFlight > size) {
+      fail('QUEUE_BASE_INVALID', `next available ${options.nextAvail} is ${this.inFlight} descriptors ahead of next used ${options.nextUsed}, more than the queue size ${size}`, '§2.8');
+    }
+    this.idSlots = new Uint16Array(size);
+    this.signalledLin = linearIndex(u.pos, u.wrap, size);
+  }
+
+  /** The next descriptor to read, as `position | wrap counter << 15` (vhost-user last_avail_idx). */
+  get nextAvail(): number {
+    return encodeRingIndex(this.availPos, this.availWrap);
+  }
+
+  /** Where the next used descriptor goes, as `position | wrap counter << 15` (vhost-user last_used_idx). */
+  get nextUsed(): number {
+    return encodeRingIndex(this.usedPos, this.usedWrap);
+  }
+
+  /** vhost-user GET_VRING_BASE `num` for this packed ring: nextAvail | nextUsed << 16. */
+  get vringBase(): number {
+    return packedVringBase(this.nextAvail, this.nextUsed);
+  }
+
+  /** Ring descriptors taken and not yet returned. */
+  get descriptorsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /** Whether the descriptor at our next position is available (acquire load of its flags). */
+  hasAvailable(): boolean {
+    const w3 = Atomics.load(this.desc, 4 * this.availPos + 3);
+    return ((w3 >>> W3_AVAIL_SHIFT) & 1) === this.availWrap;
+  }
+
+  /** 1 when at least one list is available, else 0: a packed ring cannot count without walking. */
+  pending(): number {
+    return this.hasAvailable() ? 1 : 0;
+  }
+
+  /**
+   * Takes the next available list, or null when there is none (§2.8.15: a descriptor is used
+   * only once its AVAIL bit is seen to match our wrap counter). Throws VirtioError on a bad list,
+   * without moving. `reuse`: a chain the caller is completely done with (see DeviceQueue.pop).
+   */
+  pop(reuse?: DescriptorChain): DescriptorChain | null {
+    const desc = this.desc;
+    const size = this.size;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let w3 = Atomics.load(desc, 4 * pos + 3); // acquire: the list behind it is visible
+    if (((w3 >>> W3_AVAIL_SHIFT) & 1) !== wrap) return null;
+    if (w3 >>> W3_USED_SHIFT === wrap) {
+      fail('PACKED_FLAGS_INVALID', `descriptor ${pos} has AVAIL = USED = ${wrap}: neither available nor a used descriptor of this lap`, '§2.8.1');
+    }
+    const chain = reuse ? reuse.refill(0) : new DescriptorChain(0);
+    let slots = 0;
+    for (;;) {
+      if (++slots > size) {
+        fail('DESC_CHAIN_TOO_LONG', `descriptor list at ${this.availPos} is longer than the queue size ${size}`, '§2.8.17');
+      }
+      if (this.inFlight + slots > size) {
+        fail(
+          'PACKED_RING_OVERRUN',
+          `descriptor ${pos} was made available again while ${this.inFlight} descriptors are in flight in a ${size}-entry ring`,
+          '§2.8.16',
+        );
+      }
+      const w = 4 * pos;
+      if (slots > 1) {
+        w3 = desc[w + 3]!;
+        if (((w3 >>> W3_AVAIL_SHIFT) & 1) !== wrap || w3 >>> W3_USED_SHIFT === wrap) {
+          fail(
+            'PACKED_DESC_NOT_AVAIL',
+            `descriptor ${pos} (number ${slots} of the list at ${this.availPos}) is not marked available for wrap counter ${wrap}`,
+            '§2.8.6',
+          );
+        }
+      }
+      const flags = w3 >>> 16;
+      chain.descriptorCount++;
+      if (flags & INDIRECT) {
+        if (slots > 1) fail('INDIRECT_IN_CHAIN', `descriptor ${pos} has INDIRECT inside a list linked by NEXT`, '§2.8.19');
+        this.walkIndirect(chain, joinAddress(desc[w]!, desc[w + 1]!), desc[w + 2]!, flags);
+      } else {
+        this.addSegment(chain, joinAddress(desc[w]!, desc[w + 1]!), desc[w + 2]!, flags);
+      }
+      if (++pos === size) {
+        pos = 0;
+        wrap ^= 1;
+      }
+      if (!(flags & NEXT) || flags & INDIRECT) break;
+    }
+    // §2.8.6: the buffer id is in the last descriptor of the list.
+    const id = w3 & 0xffff;
+    if (id >= size) fail('PACKED_ID_INVALID', `buffer id ${id} ≥ queue size ${size}`, '§2.8.21.1');
+    if (this.idSlots[id] !== 0) fail('PACKED_ID_IN_USE', `buffer id ${id} is already in flight`, '§2.8.21.1');
+    this.idSlots[id] = slots;
+    this.inFlight += slots;
+    this.availPos = pos;
+    this.availWrap = wrap;
+    chain.head = id;
+    return chain;
+  }
+
+  /**
+   * Writes a used descriptor for buffer `id` (§2.8.22) at our used position without publishing
+   * it, then skips over the descriptors its list occupied (§2.8.6, §2.8.9). Completion order is
+   * free (used descriptors carry the id). Several can be added, then published with one
+   * publishUsed(): the first one's flags are written last.
+   */
+  addUsed(id: number, len: number): void {
+    if (!(id >= 0 && id < this.size) || this.idSlots[id] === 0) throw new RangeError(`used id ${id} is not a buffer in flight`);
+    const slots = this.idSlots[id]!;
+    const w = 4 * this.usedPos;
+    const l = len >>> 0;
+    this.desc[w + 2] = l;
+    // §2.8.3/§2.8.4: WRITE in a used descriptor says the device wrote data (then len counts it).
+    const word = (id | ((usedBits(this.usedWrap) | (l !== 0 ? WRITE : 0)) << 16)) >>> 0;
+    if (this.pendingAt < 0) {
+      this.pendingAt = w + 3;
+      this.pendingWord = word;
+    } else {
+      this.desc[w + 3] = word; // published by the batch's first flags store (release)
+    }
+    this.usedPos += slots;
+    if (this.usedPos >= this.size) {
+      this.usedPos -= this.size;
+      this.usedWrap ^= 1;
+    }
+    this.idSlots[id] = 0;
+    this.inFlight -= slots;
+    this.usedSinceSignal += slots;
+  }
+
+  /** Makes every used descriptor added so far visible: the batch's first flags word, Atomics.store (release). */
+  publishUsed(): void {
+    if (this.pendingAt >= 0) {
+      Atomics.store(this.desc, this.pendingAt, this.pendingWord);
+      this.pendingAt = -1;
+    }
+  }
+
+  /** Returns a chain to the driver: `len` is the number of bytes written into its writable part. */
+  pushUsed(chain: DescriptorChain, len: number): void {
+    if (len > chain.writableLength) {
+      throw new RangeError(`used len ${len} exceeds the chain's ${chain.writableLength} writable bytes`);
+    }
+    this.addUsed(chain.head, len);
+    this.publishUsed();
+  }
+
+  /**
+   * Whether the driver wants a used buffer notification for what was published since the last
+   * call (§2.8.10, from the Driver Event Suppression structure). Call after publishUsed().
+   */
+  needsNotification(): boolean {
+    const newLin = linearIndex(this.usedPos, this.usedWrap, this.size);
+    const oldLin = this.signalledLin;
+    const count = this.usedSinceSignal;
+    const valid = this.signalledValid;
+    this.signalledLin = newLin;
+    this.usedSinceSignal = 0;
+    this.signalledValid = true;
+    // The flags store in publishUsed() and this load are both SC: not reordered (§2.8.10).
+    const word = Atomics.load(this.driverEvent, 0);
+    // The first decision after a start notifies in DESC mode: the driver may wait for an event
+    // passed before we started (as the split half does with used_event).
+    if (!valid && this.eventIdx && eventWordFlags(word) === RingEventFlags.DESC) return true;
+    return eventWants(word, this.eventIdx, oldLin, newLin, count, this.size);
+  }
+
+  /** Asks the driver not to send available buffer notifications (Device Event Suppression, §2.8.10). */
+  disableNotifications(): void {
+    Atomics.store(this.deviceEvent, 0, eventWord(0, RingEventFlags.DISABLE));
+  }
+
+  /**
+   * Asks for available buffer notifications again (with EVENT_IDX: for the descriptor at our next
+   * position), then re-checks the ring (the store and the load are SC, so not reordered) so a
+   * list made available meanwhile is not missed. True if work is pending: keep processing.
+   */
+  enableNotifications(): boolean {
+    const word = this.eventIdx ? eventWord(this.nextAvail, RingEventFlags.DESC) : eventWord(0, RingEventFlags.ENABLE);
+    Atomics.store(this.deviceEvent, 0, word);
+    return this.hasAvailable();
+  }
+
+  /**
+   * §2.8.7: the list is one INDIRECT descriptor pointing at a table of struct pvirtq_desc
+   * (16 bytes: addr, len, id, flags), walked in order: the table length is the entry count.
+   * §2.8.19: only WRITE is valid in table entries; NEXT (a driver writing split-format entries
+   * would put a `next` index there) and INDIRECT are refused, other reserved bits ignored (§2.8.7).
+   */
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number, flags: number): void {
+    if (!this.indirect) fail('INDIRECT_NOT_NEGOTIATED', 'INDIRECT descriptor without VIRTIO_F_INDIRECT_DESC', '§2.8.19');
+    if (flags & NEXT) fail('INDIRECT_WITH_NEXT', 'descriptor has both INDIRECT and NEXT', '§2.8.19');
+    if (len === 0 || len % 16 !== 0) {
+      fail('INDIRECT_BAD_LENGTH', `indirect table length ${len} is not a non-zero multiple of 16`, '§2.8.7');
+    }
+    const count = len / 16;
+    if (count > this.maxIndirect) {
+      fail('INDIRECT_BAD_LENGTH', `indirect table of ${count} entries is longer than the limit ${this.maxIndirect}`, '§2.8.17');
+    }
+    const region = this.memory.region(addr, len); // MEM_OUT_OF_RANGE
+    const view = region.view;
+    const base = addr - region.guestAddr;
+    for (let k = 0; k < count; k++) {
+      chain.descriptorCount++;
+      const o = base + 16 * k;
+      const f = view.getUint16(o + 14, true);
+      if (f & INDIRECT) fail('INDIRECT_NESTED', `indirect table entry ${k} has INDIRECT`, '§2.8.19');
+      if (f & NEXT) fail('INDIRECT_ENTRY_NEXT', `indirect table entry ${k} has NEXT (only WRITE is valid there)`, '§2.8.19');
+      this.addSegment(chain, joinAddress(view.getUint32(o, true), view.getUint32(o + 4, true)), view.getUint32(o + 8, true), f);
+    }
+  }
+
+  private addSegment(chain: DescriptorChain, addr: number, len: number, flags: number): void {
+    // A descriptor describes a buffer element; one of 0 bytes describes none (refused, as the split half does).
+    if (len === 0) fail('DESC_ZERO_LENGTH', `descriptor with length 0 at 0x${addr.toString(16)}`, '§2.8.4');
+    const r = this.memory.region(addr, len); // bounds check (MEM_OUT_OF_RANGE), no view made
+    const writable = (flags & WRITE) !== 0;
+    if (!writable && chain.hasWritable) {
+      fail('DESC_READABLE_AFTER_WRITABLE', 'device-readable descriptor after a device-writable one', '§2.8.17');
+    }
+    chain.addSegment(r, addr - r.guestAddr, len, writable);
+    if (chain.readableLength + chain.writableLength > U32_LIMIT) {
+      fail('DESC_CHAIN_TOO_LONG', 'list is longer than 2^32 bytes in total', '§2.8.17');
+    }
+  }
+}
