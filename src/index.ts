@@ -2,7 +2,8 @@
  * virtio-ts: the public API. Everything a device author needs is here; the subpaths give
  * one part each:
  *
- *   virtio-ts             the spec (rings, memory, constants, errors), the device contract and runtime
+ *   virtio-ts             the spec (rings, memory, constants, errors), the device contract and runtime,
+ *                         and `trace` (trace events, their selection and output)
  *   virtio-ts/devices     the registry and the registered devices' definitions and models
  *   virtio-ts/drivers     the guest side: the virtio bus, the guest kernel's interface, drivers
  *   virtio-ts/machine     the embedded machine and the real-Linux guests
@@ -20,7 +21,20 @@ export { DriverQueue, type DriverQueueOptions, type UsedBuffer } from './virtio/
 export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio/ring-views.js';
 export * from './virtio/split-ring.js';
 export type { VirtioDevice, DeviceContext } from './device/device.js';
-export { DEFAULT_PUBLISH_BATCH, DeviceRuntime, type DeviceHost, type DeviceRuntimeOptions, type QueueConfig } from './device/runtime.js';
+export {
+  DEFAULT_PUBLISH_BATCH,
+  DeviceRuntime,
+  QueueCounters,
+  type DeviceHost,
+  type DeviceRuntimeOptions,
+  type DeviceStats,
+  type QueueConfig,
+  type QueueStatus,
+} from './device/runtime.js';
+export { formatDeviceStats, formatQueueStatus } from './device/status-text.js';
+export type { DeviceQueueStatus } from './virtio/device-queue.js';
+/** Trace events (QEMU's names), their selection, text and Chrome JSON output: `trace.TRACE.virtqueue_pop`, … */
+export * as trace from './trace/index.js';
 export * from './devices/index.js';
 export * from './drivers/index.js';
 export * from './machine/index.js';

@@ -35,9 +35,11 @@ function importedParts(file: string): string[] {
 // Layer of each part of src/; a part may import from its own layer and below. The device
 // models and the guest drivers sit side by side (a driver uses its device's wire format; a
 // definition names its driver, loaded lazily by the guest thread); the embedded machine hosts
-// both a device and a guest.
+// both a device and a guest. Tracing (src/trace) is below everything: the rings and the runtime
+// emit its events.
 const LAYER: Record<string, number> = {
   native: 0,
+  trace: 0,
   virtio: 1,
   device: 2,
   devices: 3,

@@ -38,6 +38,20 @@ import {
   parseDeviceOptions,
 } from './device-options.js';
 import { optionParser, type OptionParser } from './options.js';
+import {
+  TRACE_OPTIONS,
+  TraceSelectionError,
+  describeEvents,
+  emitVhostUserRecv,
+  normalizeTraceArgs,
+  openTraceOutput,
+  traceHelpRows,
+  traceRequest,
+  type TraceOutput,
+  type TraceRequest,
+} from './trace-options.js';
+import { DirectTarget, setEmitTarget, threadId, wallClockMs } from '../trace/sink.js';
+import { TRACE, enableEvents } from '../trace/events.js';
 
 /** How the command presents itself. */
 export interface BackendCommand {
@@ -60,11 +74,17 @@ const DAEMON_OPTIONS = {
   'print-capabilities': { type: 'boolean' },
   'publish-batch': { type: 'string' },
   quiet: { type: 'boolean' },
-  trace: { type: 'boolean' },
+  ...TRACE_OPTIONS,
   'ready-fd': { type: 'string' },
   version: { type: 'boolean', short: 'V' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * What a bare --trace traces: every vhost-user request received (what --trace printed before it
+ * took patterns; the ring events are selected by name, e.g. --trace 'virtqueue_*,virtio_notify*').
+ */
+const BARE_TRACE = 'vhost_user_*';
 
 /** sun_path holds 108 bytes with the terminating NUL (Linux). */
 const MAX_SOCKET_PATH = 107;
@@ -150,7 +170,7 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
     ['--print-capabilities', `print the back-end's capabilities as JSON ({"type": ...}) and exit${cmd.fixedDevice ? '' : '; needs --device'}`],
     ['--publish-batch N', `publish the used ring after the first answer of a pass, then every N answers (default ${DEFAULT_PUBLISH_BATCH}; 0: once per pass). Smaller lets the driver recycle buffers sooner.`],
     ['--quiet', "do not print the device's lines"],
-    ['--trace', 'print every vhost-user request received (to stderr)'],
+    ...traceHelpRows(BARE_TRACE),
     ['--ready-fd N', 'write "ready\\n" to file descriptor N once listening, then close it'],
     ['-V, --version', 'print the version and exit'],
     ['-h, --help', cmd.fixedDevice || device ? 'this text' : `this text; with --device NAME, that device's only`],
@@ -275,8 +295,9 @@ function ringLimit(sizes: readonly number[]): number {
  * The daemon: parses `argv` (without node and the script), opens the device, listens, serves
  * until SIGINT/SIGTERM. Exits the process itself on errors (2: command line, 1: cannot start).
  */
-export async function runBackend(argv: readonly string[], cmd: BackendCommand): Promise<void> {
+export async function runBackend(givenArgv: readonly string[], cmd: BackendCommand): Promise<void> {
   const { program } = cmd;
+  const argv = normalizeTraceArgs(givenArgv, BARE_TRACE);
   const options: OptionParser = optionParser(program);
   const intOption = options.intOption;
   function optionError(message: string): never {
@@ -306,6 +327,11 @@ export async function runBackend(argv: readonly string[], cmd: BackendCommand): 
 
   if (loose.values['help'] === true) {
     out(help(cmd, found));
+    return;
+  }
+  const looseTrace = loose.values['trace'];
+  if (Array.isArray(looseTrace) && looseTrace.includes('help')) {
+    out(describeEvents());
     return;
   }
   if (loose.values['version'] === true) {
@@ -391,6 +417,24 @@ export async function runBackend(argv: readonly string[], cmd: BackendCommand): 
     `a count in 0..${MAX_QUEUE_SIZE}`,
   );
   const quiet = v['quiet'] === true;
+  let trace: TraceRequest;
+  try {
+    trace = traceRequest(v, BARE_TRACE);
+  } catch (e) {
+    if (e instanceof TraceSelectionError) optionError(e.message);
+    throw e;
+  }
+  let traceOutput: TraceOutput | undefined;
+  if (trace.events.length > 0) {
+    // The device runs on this thread: events go straight to the output.
+    try {
+      traceOutput = openTraceOutput(trace, { immediate: true, deviceName: `${program}: ${def.name}`, otherData: { device: def.name } });
+    } catch (e) {
+      fatal(`--trace-file ${trace.file}: ${(e as Error).message}`);
+    }
+    enableEvents(trace.events);
+    setEmitTarget(new DirectTarget(traceOutput.consumer, wallClockMs(), threadId('main')));
+  }
 
   // Open the device, then listen.
   const env: DeviceEnvironment = { log: out, warn, quiet };
@@ -429,7 +473,7 @@ export async function runBackend(argv: readonly string[], cmd: BackendCommand): 
       info: (line) => out(`${program}: ${line}`),
       maxQueueSize,
       publishBatch,
-      ...(v['trace'] === true ? { trace: (line: string) => process.stderr.write(`${program}: trace: ${line}\n`) } : {}),
+      ...(TRACE.vhost_user_recv.enabled ? { trace: emitVhostUserRecv } : {}),
     });
   } catch (e) {
     await closeFactory();
@@ -459,6 +503,7 @@ export async function runBackend(argv: readonly string[], cmd: BackendCommand): 
     void server
       .close()
       .then(closeFactory)
+      .then(() => traceOutput?.close())
       .then(
         () => process.exit(0),
         (e: unknown) => fatal(`shutting down: ${(e as Error).message}`),

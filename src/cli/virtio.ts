@@ -19,11 +19,14 @@ import {
   allDeviceOptionsConfig,
   deviceOptionsConfig,
   formatDeviceOptions,
+  helpLines,
   misplacedDeviceOption,
   optionNamesIn,
   parseDeviceOptions,
 } from './device-options.js';
 import { optionParser, type OptionParser } from './options.js';
+import { TRACE_OPTIONS, TraceSelectionError, describeEvents, normalizeTraceArgs, openTraceOutput, traceHelpRows, traceRequest, type TraceRequest } from './trace-options.js';
+import { formatDeviceStats } from '../device/status-text.js';
 
 const MACHINES = ['embedded', 'uml', 'qemu'] as const;
 type Machine = (typeof MACHINES)[number];
@@ -36,8 +39,13 @@ const COMMAND_OPTIONS = {
   verbose: { type: 'boolean' },
   quiet: { type: 'boolean' },
   json: { type: 'boolean' },
+  stats: { type: 'boolean' },
+  ...TRACE_OPTIONS,
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** What a bare --trace traces on the embedded machine: everything. */
+const BARE_TRACE = '*';
 
 function help(): string {
   const devices = DEVICES.map((d) => `  ${d.name} (ID ${d.deviceId}): ${d.summary}\n${formatDeviceOptions(d)}`).join('\n');
@@ -60,6 +68,10 @@ Options:
   --verbose           also print the guest's boot messages
   --quiet             print no kernel or device lines, only the program's own output
   --json              print a summary as one JSON object (implies --quiet; embedded machine)
+  --stats             at the end, print the device's state (status, features, per queue its
+                      indices, addresses, event suppression, counters), as QEMU's
+                      x-query-virtio-status / x-query-virtio-queue-status (embedded machine)
+${helpLines(traceHelpRows(BARE_TRACE), 2, 20).join('\n')}
   -h, --help          this text
 
 Devices and their options:
@@ -96,7 +108,7 @@ function selectedDevice(args: readonly string[]): DeviceDefinition {
 }
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
+  const args = normalizeTraceArgs(process.argv.slice(2), BARE_TRACE);
   // A negative number is a value out of range, not an option.
   if (args.some((a) => /^-\d/.test(a))) usageError([RANGE_ERROR]);
   const def = selectedDevice(args);
@@ -109,6 +121,10 @@ async function main(): Promise<void> {
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(`${help()}\n`);
+    return;
+  }
+  if (values.trace?.includes('help')) {
+    process.stdout.write(`${describeEvents()}\n`);
     return;
   }
   const isSeed = def.name === 'virtio-test';
@@ -134,6 +150,17 @@ async function main(): Promise<void> {
   }
   const json = values.json ?? false;
   if (json && machine !== 'embedded') options.optionError('--json reports runs of the embedded machine only');
+  let trace: TraceRequest;
+  try {
+    trace = traceRequest(values, BARE_TRACE);
+  } catch (e) {
+    if (e instanceof TraceSelectionError) options.optionError(e.message);
+    throw e;
+  }
+  const stats = values.stats ?? false;
+  if (machine !== 'embedded' && (trace.events.length > 0 || stats)) {
+    options.optionError(`${stats ? '--stats' : '--trace'} applies to the embedded machine; with --machine ${machine}, run virtio-backend --trace`);
+  }
   if (isSeed && deviceValues['device-id'] === VIRTIO_ID_TEST) {
     process.stderr.write('virtio: note: device ID 45 is the seed\'s virtio-test; virtio 1.4 assigns 45 to virtio-spi (see --device-id)\n');
   }
@@ -148,16 +175,34 @@ async function main(): Promise<void> {
   if (!guestSide) options.optionError(`device ${def.name} has no driver for the embedded machine; try --machine uml`);
   const started = performance.now();
   const progress = (count ?? 1) > 1 && process.stderr.isTTY && !json ? progressLine() : undefined;
-  const { exitCode, report } = await runMachine({
-    device: def.name,
-    deviceOptions: deviceValues,
-    argv: guestSide.programArgv(demo, positionals),
-    verbose: values.verbose ?? false,
-    quiet: json || (values.quiet ?? false),
-    ...(progress ? { onProgress: progress.update } : {}),
-  });
+  let output;
+  try {
+    output = trace.events.length > 0 ? openTraceOutput(trace, { deviceName: `device: ${def.name}`, otherData: { device: def.name } }) : undefined;
+  } catch (e) {
+    options.optionError(`--trace-file ${trace.file}: ${(e as Error).message}`);
+  }
+  let result;
+  try {
+    result = await runMachine({
+      device: def.name,
+      deviceOptions: deviceValues,
+      argv: guestSide.programArgv(demo, positionals),
+      verbose: values.verbose ?? false,
+      quiet: json || (values.quiet ?? false),
+      ...(progress ? { onProgress: progress.update } : {}),
+      ...(output ? { trace: { events: trace.events, consumer: output.consumer } } : {}),
+      stats,
+    });
+  } finally {
+    await output?.close();
+  }
+  const { exitCode, report } = result;
   progress?.end();
-  if (json) printJson({ machine, device: def.name, ...report, exitCode, seconds: (performance.now() - started) / 1000 });
+  if (json) {
+    printJson({ machine, device: def.name, ...report, exitCode, seconds: (performance.now() - started) / 1000, ...(result.stats ? { stats: result.stats } : {}) });
+  } else if (stats) {
+    process.stdout.write(result.stats ? `${formatDeviceStats(result.stats, def.name)}\n` : 'virtio: --stats: the device thread did not answer\n');
+  }
   process.exitCode = exitCode;
 }
 

@@ -12,8 +12,17 @@
  */
 import { FeatureBit, Status, TRANSPORT_FEATURES, hasFeature, statusNames } from '../virtio/constants.js';
 import type { DescriptorChain } from '../virtio/chain.js';
-import { DeviceQueue } from '../virtio/device-queue.js';
+import { DeviceQueue, type DeviceQueueStatus } from '../virtio/device-queue.js';
 import { isVirtioError } from '../virtio/errors.js';
+import { NO_QUEUE, TRACE } from '../trace/events.js';
+
+// Trace events emitted here (src/trace/events.ts), bound once.
+const EV_SET_STATUS = TRACE.virtio_set_status;
+const EV_QUEUE_NOTIFY = TRACE.virtio_queue_notify;
+const EV_NOTIFY = TRACE.virtio_notify;
+const EV_NOTIFY_SUPPRESSED = TRACE.virtio_notify_suppressed;
+const EV_NOTIFY_CONFIG = TRACE.virtio_notify_config;
+const EV_NEEDS_RESET = TRACE.virtio_needs_reset;
 import type { GuestMemory } from '../virtio/memory.js';
 import { ringViewsFromGuest, type RingViews } from '../virtio/ring-views.js';
 import type { DeviceContext, VirtioDevice } from './device.js';
@@ -66,7 +75,79 @@ export interface DeviceRuntimeOptions {
   publishBatch?: number;
 }
 
+/**
+ * Per-queue counters, kept for the runtime's lifetime (not cleared by a reset). Incremented with
+ * plain field additions on the paths that already do the work: per chain (requests, bytes), per
+ * publication (notifications sent or suppressed), per kick.
+ */
+export class QueueCounters {
+  /** Chains answered (used elements added). */
+  requests = 0;
+  /** Bytes of the chains' device-readable parts (what the driver sent). */
+  bytesRead = 0;
+  /** Bytes the device wrote (the used lengths). */
+  bytesWritten = 0;
+  /** Available buffer notifications received (kicks). */
+  kicks = 0;
+  /** Publications of used.idx. */
+  flushes = 0;
+  /** Used buffer notifications sent, and suppressed by the driver (§2.7.7.2). */
+  notifications = 0;
+  suppressed = 0;
+  /** Device errors on this queue (each set DEVICE_NEEDS_RESET). */
+  errors = 0;
+}
+
+/** One queue as x-query-virtio-queue-status shows it: configuration, ring state, counters. */
+export interface QueueStatus {
+  index: number;
+  /** QueueNumMax (QEMU vring_num_default) and the size the driver set (vring_num). */
+  maxSize: number;
+  size: number;
+  ready: boolean;
+  /** Live: started and served (DRIVER_OK, no NEEDS_RESET). */
+  active: boolean;
+  /** Guest addresses the driver configured (virtio-mmio; 0 where the host maps rings itself, as vhost-user does). */
+  desc: number;
+  avail: number;
+  used: number;
+  /** The ring's indices and suppression state while the queue is started, else null. */
+  ring: DeviceQueueStatus | null;
+  /** Chains the model is still answering asynchronously. */
+  held: number;
+  counters: QueueCounters;
+}
+
+/** The device as x-query-virtio-status shows it, plus the runtime's counters. */
+export interface DeviceStats {
+  /** This runtime's instance number (the `vdev` of trace events). */
+  vdev: number;
+  deviceId: number;
+  status: number;
+  statusNames: string;
+  /** Features as hex strings (64-bit masks). */
+  deviceFeatures: string;
+  driverFeatures: string;
+  /** FEATURES_OK accepted: driverFeatures is the negotiated set. */
+  featuresOk: boolean;
+  configGeneration: number;
+  configNotifications: number;
+  /** Device errors in all (each set DEVICE_NEEDS_RESET). */
+  errors: number;
+  queues: QueueStatus[];
+  /** Sums over the queues. */
+  totals: QueueCounters;
+}
+
+let runtimes = 0;
+
 export class DeviceRuntime {
+  /** Instance number in this thread (the `vdev` field of trace events). */
+  readonly vdev = ++runtimes;
+  /** Per-queue counters (see stats()). */
+  readonly counters: QueueCounters[];
+  private errors = 0;
+  private configNotifications = 0;
   /** §2.1 device status. */
   status = 0;
   /** Offered features: the model's own plus the transport/ring features this runtime implements. */
@@ -101,6 +182,7 @@ export class DeviceRuntime {
     this.active = this.queues.map(() => null);
     this.held = this.queues.map(() => new Set());
     this.spare = this.queues.map(() => undefined);
+    this.counters = this.queues.map(() => new QueueCounters());
     const runtime = this;
     this.context = {
       memory,
@@ -119,6 +201,7 @@ export class DeviceRuntime {
   /** §2.1 / §3.1.1: a status write from the driver. 0 resets the device. */
   writeStatus(value: number): void {
     value &= 0xff;
+    if (EV_SET_STATUS.enabled) EV_SET_STATUS.emit(this.vdev, value);
     if (value === 0) {
       this.reset();
       return;
@@ -149,7 +232,7 @@ export class DeviceRuntime {
     this.status = old | added;
     if (added & Status.DRIVER_OK) {
       // §2.1.2: a device that already needs a reset serves nothing; the now-live driver is told.
-      if (old & Status.NEEDS_RESET) this.host.configInterrupt();
+      if (old & Status.NEEDS_RESET) this.configInterrupt();
       else this.activate();
     }
   }
@@ -212,11 +295,20 @@ export class DeviceRuntime {
   /** The device model changed its config space (§2.5.1: generation changes, driver is told). */
   configChanged(): void {
     this.configGeneration = (this.configGeneration + 1) >>> 0;
-    if (this.driverOk) this.host.configInterrupt();
+    if (this.driverOk) this.configInterrupt();
+  }
+
+  private configInterrupt(): void {
+    this.configNotifications++;
+    if (EV_NOTIFY_CONFIG.enabled) EV_NOTIFY_CONFIG.emit(this.vdev, this.configGeneration);
+    this.host.configInterrupt();
   }
 
   /** An available buffer notification for queue `index` (§2.7.13.4). */
   notify(index: number): void {
+    if (EV_QUEUE_NOTIFY.enabled) EV_QUEUE_NOTIFY.emit(this.vdev, index);
+    const c = this.counters[index];
+    if (c) c.kicks++;
     const q = this.active[index];
     if (!q || !this.driverOk) return; // §2.1.2: nothing is consumed before DRIVER_OK
     this.process(index, q);
@@ -227,6 +319,7 @@ export class DeviceRuntime {
     const q = new DeviceQueue(this.memory, rings, {
       eventIdx: hasFeature(this.driverFeatures, FeatureBit.RING_EVENT_IDX),
       indirect: hasFeature(this.driverFeatures, FeatureBit.RING_INDIRECT_DESC),
+      index,
       ...base,
     });
     this.active[index] = q;
@@ -248,13 +341,17 @@ export class DeviceRuntime {
   /** §2.1.2: a device error. NEEDS_RESET, queues stop, the driver is told. */
   deviceError(error: unknown, queue?: number): void {
     const already = (this.status & Status.NEEDS_RESET) !== 0;
+    this.errors++;
+    const c = queue === undefined ? undefined : this.counters[queue];
+    if (c) c.errors++;
+    if (EV_NEEDS_RESET.enabled) EV_NEEDS_RESET.emit(this.vdev, queue ?? NO_QUEUE, String((error as Error)?.message ?? error));
     this.status |= Status.NEEDS_RESET;
     this.stopQueues();
     const what = isVirtioError(error) ? error.message : `device model failed: ${(error as Error)?.stack ?? error}`;
     this.host.warn(`device error${queue === undefined ? '' : ` on queue ${queue}`}: ${what}; device needs reset`);
     if (!already) {
       this.host.onDeviceError?.(queue, error);
-      if (this.status & Status.DRIVER_OK) this.host.configInterrupt();
+      if (this.status & Status.DRIVER_OK) this.configInterrupt();
     }
   }
 
@@ -355,6 +452,10 @@ export class DeviceRuntime {
     if (typeof result === 'number') {
       this.checkUsedLength(chain, result);
       q.addUsed(chain.head, result);
+      const c = this.counters[index]!;
+      c.requests++;
+      c.bytesRead += chain.readableLength;
+      c.bytesWritten += result;
       return true;
     }
     this.completeLater(index, q, chain, result);
@@ -379,6 +480,10 @@ export class DeviceRuntime {
         try {
           this.checkUsedLength(chain, len);
           q.addUsed(chain.head, len);
+          const c = this.counters[index]!;
+          c.requests++;
+          c.bytesRead += chain.readableLength;
+          c.bytesWritten += len;
           this.publish(index, q);
         } catch (e) {
           this.deviceError(e, index);
@@ -392,7 +497,65 @@ export class DeviceRuntime {
 
   private publish(index: number, q: DeviceQueue): void {
     q.publishUsed();
-    if (q.needsNotification()) this.host.interrupt(index);
+    const c = this.counters[index]!;
+    c.flushes++;
+    if (q.needsNotification()) {
+      c.notifications++;
+      if (EV_NOTIFY.enabled) this.traceNotify(index, q, true);
+      this.host.interrupt(index);
+    } else {
+      c.suppressed++;
+      if (EV_NOTIFY_SUPPRESSED.enabled) this.traceNotify(index, q, false);
+    }
+  }
+
+  private traceNotify(index: number, q: DeviceQueue, sent: boolean): void {
+    if (sent) EV_NOTIFY.emit(this.vdev, index, q.nextUsed);
+    else EV_NOTIFY_SUPPRESSED.emit(this.vdev, index, q.nextUsed, q.usedEventWord(), q.availFlagsWord());
+  }
+
+  /** Queue `index` as x-query-virtio-queue-status shows it. */
+  queueStatus(index: number): QueueStatus {
+    const cfg = this.queues[index];
+    if (!cfg) throw new RangeError(`no queue ${index} (the device has ${this.queues.length})`);
+    const q = this.active[index] ?? null;
+    return {
+      index,
+      maxSize: cfg.maxSize,
+      size: q ? q.size : cfg.size,
+      ready: cfg.ready,
+      active: q !== null && this.driverOk,
+      desc: cfg.desc,
+      avail: cfg.avail,
+      used: cfg.used,
+      ring: q ? q.status() : null,
+      held: this.held[index]?.size ?? 0,
+      counters: Object.assign(new QueueCounters(), this.counters[index]),
+    };
+  }
+
+  /** The device as x-query-virtio-status shows it, with every queue and the counters. */
+  stats(): DeviceStats {
+    const queues = this.queues.map((_, i) => this.queueStatus(i));
+    const totals = new QueueCounters();
+    for (const q of queues) {
+      for (const k of Object.keys(totals) as (keyof QueueCounters)[]) totals[k] += q.counters[k];
+    }
+    const hex = (f: bigint) => `0x${f.toString(16).padStart(16, '0')}`;
+    return {
+      vdev: this.vdev,
+      deviceId: this.device.deviceId,
+      status: this.status,
+      statusNames: statusNames(this.status),
+      deviceFeatures: hex(this.offeredFeatures),
+      driverFeatures: hex(this.driverFeatures),
+      featuresOk: (this.status & Status.FEATURES_OK) !== 0,
+      configGeneration: this.configGeneration,
+      configNotifications: this.configNotifications,
+      errors: this.errors,
+      queues,
+      totals,
+    };
   }
 
   private checkUsedLength(chain: DescriptorChain, len: number): void {

@@ -8,6 +8,7 @@ import { DriverQueue } from '../virtio/driver-queue.js';
 import { ringViewsFromGuest } from '../virtio/ring-views.js';
 import { packedLayout, type SplitRingAddresses } from '../virtio/split-ring.js';
 import type { GuestKernel } from './kernel.js';
+import { TRACE as T } from '../trace/events.js';
 
 /** The transport as a driver sees it (virtio-mmio §4.2.2 here; PCI would fit the same shape). */
 export interface VirtioTransport {
@@ -64,7 +65,12 @@ export class VirtioDriverDevice {
   ) {
     transport.onInterrupt({
       vring: () => {
-        for (const q of this.queues) q?.callback(); // queues may be set up sparsely
+        // Linux's vring_interrupt() per queue; queues may be set up sparsely.
+        for (const q of this.queues) {
+          if (!q) continue;
+          if (T.vring_interrupt.enabled) T.vring_interrupt.emit(q.queue.index, q.queue.pendingUsed());
+          q.callback();
+        }
       },
       config: () => this.driver?.configChanged?.(this),
     });
@@ -128,6 +134,7 @@ export class VirtioDriverDevice {
       indirect: this.hasFeature(FeatureBit.RING_INDIRECT_DESC),
       allocIndirect: (n) => k.dmaAlloc(n, 16),
       freeIndirect: (a) => k.dmaFree(a),
+      index,
     });
     this.transport.setupQueue(index, ring);
     this.queues[index] = { queue, callback, ringAddr: base };

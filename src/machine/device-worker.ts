@@ -9,11 +9,19 @@ import { findDevice } from '../devices/registry.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { DeviceBus } from './bus.js';
 import { ConsoleWriter } from './console.js';
-import type { MachineMessage, MachineWorkerData } from './layout.js';
+import type { DeviceThreadRequest, MachineMessage, MachineWorkerData } from './layout.js';
 import { MmioDevice } from './mmio-device.js';
+import { startRingTracing } from '../trace/ring.js';
 
 const data = workerData as MachineWorkerData;
 const post = (m: MachineMessage) => parentPort!.postMessage(m);
+if (data.trace) startRingTracing(data.trace.deviceRing, data.bootMs, data.trace.events);
+let served: MmioDevice | undefined;
+// The machine asks for the device's state at the end of a run (virtio --stats): one message, not per event.
+parentPort!.on('message', (m: DeviceThreadRequest) => {
+  if (m.kind === 'stats' && served) post({ kind: 'stats', stats: served.runtime.stats() });
+});
+parentPort!.unref();
 const bus = new DeviceBus(data.bus);
 const console = new ConsoleWriter(data.console);
 const out = (stream: 'stdout' | 'stderr') => (text: string) => void console.write(text, stream);
@@ -32,8 +40,12 @@ async function start(): Promise<void> {
   }
   const memory = new GuestMemory([{ guestAddr: data.ramBase, size: data.ram.byteLength, buffer: data.ram }]);
   const model = factory.createDevice();
-  const device = data.deviceDelayMs > 0 ? new SlowDevice(model, data.deviceDelayMs) : model;
+  const device =
+    data.deviceDelayMs > 0 || data.deviceSlowness
+      ? new SlowDevice(model, { ...data.deviceSlowness, delayMs: data.deviceDelayMs + (data.deviceSlowness?.delayMs ?? 0) })
+      : model;
   const mmio = new MmioDevice(device, memory, bus, { log: data.quiet ? () => {} : out('stdout'), warn });
+  served = mmio;
   try {
     await bus.serve(mmio);
   } finally {

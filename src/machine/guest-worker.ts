@@ -13,8 +13,10 @@ import { ConsoleWriter } from './console.js';
 import { EmbeddedKernel } from './guest-kernel.js';
 import type { MachineMessage, MachineWorkerData } from './layout.js';
 import { MmioDriverTransport } from './mmio-driver-transport.js';
+import { startRingTracing } from '../trace/ring.js';
 
 const data = workerData as MachineWorkerData;
+if (data.trace) startRingTracing(data.trace.guestRing, data.bootMs, data.trace.events);
 const post = (m: MachineMessage) => parentPort!.postMessage(m);
 const bus = new GuestBus(data.bus);
 

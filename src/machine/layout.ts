@@ -1,4 +1,6 @@
 /** The embedded machine's guest-physical memory map and the data each thread starts with. */
+import type { DeviceStats } from '../device/runtime.js';
+import type { SlowDeviceOptions } from '../device/slow-device.js';
 import type { OptionValues } from '../devices/definition.js';
 
 /** Guest RAM starts at 1 GiB (any address works; a non-zero base catches address/offset mix-ups). */
@@ -26,10 +28,18 @@ export interface MachineWorkerData {
   argv: string[];
   /** Device side: milliseconds each response is delayed (a slow device), 0 for none. */
   deviceDelayMs: number;
+  /** Device side: random delays and stalls (SlowDevice), if any. */
+  deviceSlowness?: SlowDeviceOptions;
+  /** Tracing: the events on, and each thread's ring (src/trace/ring.ts); times are ms since bootMs. */
+  trace?: { events: string[]; guestRing: SharedArrayBuffer; deviceRing: SharedArrayBuffer };
 }
 
 /** Messages a worker posts to the machine (console lines go through the console ring instead). */
 export type MachineMessage =
   | { kind: 'exit'; code: number }
+  | { kind: 'stats'; stats: DeviceStats }
   | { kind: 'report'; fields: Record<string, number | string> }
   | { kind: 'fatal'; message: string };
+
+/** Messages the machine posts to the device thread. */
+export type DeviceThreadRequest = { kind: 'stats' };

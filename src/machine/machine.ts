@@ -8,7 +8,11 @@ import type { OptionValues } from '../devices/definition.js';
 import { DEFAULT_DEVICE, deviceNames, findDevice } from '../devices/registry.js';
 import { busProgress, createBus, shutdownBus } from './bus.js';
 import { ConsoleReader, createConsole, nowMs, type Stream } from './console.js';
-import { DEFAULT_RAM_BYTES, RAM_BASE, type MachineMessage, type MachineWorkerData } from './layout.js';
+import { DEFAULT_RAM_BYTES, RAM_BASE, type DeviceThreadRequest, type MachineMessage, type MachineWorkerData } from './layout.js';
+import type { DeviceStats } from '../device/runtime.js';
+import type { SlowDeviceOptions } from '../device/slow-device.js';
+import { TraceRingReader, createTraceRing } from '../trace/ring.js';
+import { threadId, traceClock, type TraceConsumer } from '../trace/sink.js';
 
 export interface MachineOptions {
   /** The registered device to attach (src/devices/registry.ts); default the registry's DEFAULT_DEVICE. */
@@ -33,14 +37,26 @@ export interface MachineOptions {
   progressMs?: number;
   /** Delay every device response by this many ms. */
   deviceDelayMs?: number;
+  /** Make the device slow at random: seeded random delays and stalls (src/device/slow-device.ts). */
+  deviceSlowness?: SlowDeviceOptions;
   /** Where console lines go, one call per line; default process.stdout / process.stderr (with backpressure). */
   sink?: (text: string, stream: Stream) => void;
   /** Give up after this long (default: no limit). */
   timeoutMs?: number;
+  /**
+   * Trace events (names from src/trace/events.ts) of both threads into `consumer`, merged by
+   * time, through one shared ring per thread (bounded memory, nothing posted per event). Times
+   * are ms since the machine's start. The caller closes the consumer after the run.
+   */
+  trace?: { events: readonly string[]; consumer: TraceConsumer; ringBytes?: number };
+  /** Ask the device thread for its state (DeviceRuntime.stats) when the program has exited. */
+  stats?: boolean;
 }
 
 export interface MachineResult {
   exitCode: number;
+  /** The device's state at the end of the run (with `stats`). */
+  stats?: DeviceStats;
   /** What the program handed the host with Syscalls.report, if anything. */
   report?: Record<string, number | string>;
 }
@@ -100,7 +116,21 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
     quiet: options.quiet ?? false,
     argv: options.argv,
     deviceDelayMs: options.deviceDelayMs ?? 0,
+    ...(options.deviceSlowness ? { deviceSlowness: options.deviceSlowness } : {}),
   };
+  let tracing: { reader: TraceRingReader; done: Promise<void> } | undefined;
+  if (options.trace && options.trace.events.length > 0) {
+    const rings = { guestRing: createTraceRing(options.trace.ringBytes), deviceRing: createTraceRing(options.trace.ringBytes) };
+    data.trace = { events: [...options.trace.events], ...rings };
+    const reader = new TraceRingReader(
+      [
+        { sab: rings.guestRing, thread: threadId('guest') },
+        { sab: rings.deviceRing, thread: threadId('device') },
+      ],
+      traceClock(data.bootMs),
+    );
+    tracing = { reader, done: reader.drain(options.trace.consumer) };
+  }
   const console = new ConsoleReader(data.console);
   const draining = console.drain(options.sink ? perLine(options.sink) : writeToProcess);
   const workers = [
@@ -108,6 +138,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
     new Worker(new URL('./guest-worker.js', import.meta.url), { workerData: data }),
   ];
   let report: Record<string, number | string> | undefined;
+  let statsArrived: ((s: DeviceStats) => void) | undefined;
   const progress =
     options.onProgress &&
     setInterval(() => {
@@ -128,13 +159,15 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
         w.on('message', (m: MachineMessage) => {
           if (m.kind === 'exit') done(() => resolve(m.code));
           else if (m.kind === 'report') report = m.fields;
+          else if (m.kind === 'stats') statsArrived?.(m.stats);
           else done(() => reject(new Error(m.message)));
         });
         w.on('error', (e) => done(() => reject(e)));
         w.on('exit', (code) => done(() => reject(new Error(`machine: a thread exited early (code ${code})`))));
       }
     });
-    return report ? { exitCode, report } : { exitCode };
+    const stats = options.stats ? await deviceStats(workers[0]!, (f) => (statsArrived = f)) : undefined;
+    return { exitCode, ...(report ? { report } : {}), ...(stats ? { stats } : {}) };
   } finally {
     if (progress) clearInterval(progress);
     shutdownBus(data.bus);
@@ -142,8 +175,22 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
     // Both threads stop (the console keeps draining, so neither waits on a full ring), then the rest is printed.
     await Promise.all(workers.map(stopWorker));
     console.stop();
+    tracing?.reader.stop();
     await draining;
+    await tracing?.done;
   }
+}
+
+/** The device thread's DeviceRuntime.stats(), asked for once (undefined if it does not answer within 2 s). */
+async function deviceStats(device: Worker, onStats: (f: (s: DeviceStats) => void) => void): Promise<DeviceStats | undefined> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), 2000);
+    onStats((s) => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    device.postMessage({ kind: 'stats' } satisfies DeviceThreadRequest);
+  });
 }
 
 async function stopWorker(w: Worker): Promise<void> {

@@ -8,6 +8,7 @@ import type { VirtioDevice } from '../device/device.js';
 import { Status } from '../virtio/constants.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import { checkQueueSize } from '../virtio/split-ring.js';
+import { TRACE as T } from '../trace/events.js';
 import type { DeviceBus, MmioHandler } from './bus.js';
 import { Interrupt, MMIO, MMIO_MAGIC, MMIO_VENDOR, MMIO_VERSION } from './mmio-registers.js';
 
@@ -25,9 +26,13 @@ export class MmioDevice implements MmioHandler {
     private readonly bus: DeviceBus,
     private readonly out: { log(line: string): void; warn(line: string): void },
   ) {
+    const raise = (bits: number): void => {
+      bus.raise(bits);
+      if (T.virtio_mmio_setting_irq.enabled) T.virtio_mmio_setting_irq.emit(1, bus.interruptStatus());
+    };
     const host: DeviceHost = {
-      interrupt: () => bus.raise(Interrupt.VRING),
-      configInterrupt: () => bus.raise(Interrupt.CONFIG),
+      interrupt: () => raise(Interrupt.VRING),
+      configInterrupt: () => raise(Interrupt.CONFIG),
       log: (line) => out.log(line),
       warn: (line) => out.warn(line),
     };
@@ -47,6 +52,17 @@ export class MmioDevice implements MmioHandler {
   }
 
   read(offset: number, width = 4): number {
+    const value = this.readRegister(offset, width);
+    if (T.virtio_mmio_read.enabled) T.virtio_mmio_read.emit(offset, width, value >>> 0);
+    return value;
+  }
+
+  write(offset: number, value: number, width = 4): void {
+    if (T.virtio_mmio_write_offset.enabled) T.virtio_mmio_write_offset.emit(offset, value >>> 0, width);
+    this.writeRegister(offset, value, width);
+  }
+
+  private readRegister(offset: number, width: number): number {
     const rt = this.runtime;
     if (!this.widthOk(offset, width, 'read')) return 0;
     if (offset >= MMIO.Config) {
@@ -82,7 +98,7 @@ export class MmioDevice implements MmioHandler {
     }
   }
 
-  write(offset: number, value: number, width = 4): void {
+  private writeRegister(offset: number, value: number, width: number): void {
     const rt = this.runtime;
     if (!this.widthOk(offset, width, 'write')) return;
     if (offset >= MMIO.Config) {
@@ -118,6 +134,7 @@ export class MmioDevice implements MmioHandler {
         return;
       case MMIO.InterruptACK:
         this.bus.ack(value);
+        if (T.virtio_mmio_setting_irq.enabled && this.bus.interruptStatus() === 0) T.virtio_mmio_setting_irq.emit(0, 0);
         return;
       case MMIO.Status:
         rt.writeStatus(value);

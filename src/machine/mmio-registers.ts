@@ -29,6 +29,14 @@ export const MMIO = {
   Config: 0x100,
 } as const;
 
+const REGISTER_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(MMIO).map(([name, offset]) => [offset, name]));
+
+/** The register at `offset` by its §4.2.2 name (`Config+0x4` inside config space): trace lines decode offsets with it. */
+export function mmioRegisterName(offset: number): string | undefined {
+  if (offset >= MMIO.Config) return offset === MMIO.Config ? 'Config' : `Config+0x${(offset - MMIO.Config).toString(16)}`;
+  return REGISTER_NAMES.get(offset);
+}
+
 export const MMIO_MAGIC = 0x74726976;
 export const MMIO_VERSION = 2;
 /** Vendor ID reported by our devices ("VTTS" little-endian is not a PCI vendor; any value is allowed). */

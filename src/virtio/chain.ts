@@ -98,6 +98,16 @@ export class DescriptorChain {
     return (this.views ??= this.makeViews())[1];
   }
 
+  /** Device-readable descriptors (QEMU's out_num). */
+  get readableSegments(): number {
+    return this.readableCount;
+  }
+
+  /** Device-writable descriptors (QEMU's in_num). */
+  get writableSegments(): number {
+    return this.writableCount;
+  }
+
   get hasWritable(): boolean {
     return this.writableCount !== 0;
   }

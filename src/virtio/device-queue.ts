@@ -14,6 +14,13 @@ import { fail } from './errors.js';
 import { joinAddress, type GuestMemory } from './memory.js';
 import { availEventIndex, usedEventIndex, type RingViews } from './ring-views.js';
 import { needsEvent } from './split-ring.js';
+import { TRACE } from '../trace/events.js';
+
+// The trace events emitted here, bound once; the emit calls live in small methods of their own
+// (traceX below) so that the hot methods stay small enough for V8 to inline.
+const EV_POP = TRACE.virtqueue_pop;
+const EV_FILL = TRACE.virtqueue_fill;
+const EV_FLUSH = TRACE.virtqueue_flush;
 
 export interface DeviceQueueOptions {
   /** VIRTIO_F_RING_EVENT_IDX negotiated (§2.7.7, §2.7.10). */
@@ -23,12 +30,49 @@ export interface DeviceQueueOptions {
   /** Where to start: the next available index to read and the used index (vhost-user SET_VRING_BASE). */
   nextAvail?: number;
   nextUsed?: number;
+  /** The queue's index in its device: the `vq` of its trace events (default 0). */
+  index?: number;
 }
 
 const U32_LIMIT = 0x1_0000_0000;
 
+/**
+ * A device queue's state, as QEMU's x-query-virtio-queue-status reports it (last_avail_idx,
+ * shadow_avail_idx, used_idx, signalled_used, …) plus both sides' event suppression words.
+ */
+export interface DeviceQueueStatus {
+  size: number;
+  /** Next available entry the device reads (QEMU last_avail_idx). */
+  lastAvailIdx: number;
+  /** avail.idx as the device last read it (QEMU shadow_avail_idx). */
+  shadowAvailIdx: number;
+  /** avail.idx in memory now. */
+  availIdx: number;
+  /** Next used entry the device writes (QEMU used_idx). */
+  usedIdx: number;
+  /** used.idx in memory now (published). */
+  publishedUsedIdx: number;
+  /** used.idx at the last notification decision (QEMU signalled_used, signalled_used_valid). */
+  signalledUsed: number;
+  signalledUsedValid: boolean;
+  /** Chains popped and not yet returned (QEMU inuse). */
+  inuse: number;
+  eventIdx: boolean;
+  indirect: boolean;
+  /** avail.flags (VIRTQ_AVAIL_F_NO_INTERRUPT) and used.flags (VIRTQ_USED_F_NO_NOTIFY). */
+  availFlags: number;
+  usedFlags: number;
+  /** With EVENT_IDX: used_event (driver's, in the avail ring) and avail_event (device's, in the used ring). */
+  usedEvent: number | null;
+  availEvent: number | null;
+  /** Whether the device now asks for available buffer notifications (kicks). */
+  kicksEnabled: boolean;
+}
+
 export class DeviceQueue {
   readonly size: number;
+  /** The queue's index in its device (trace events, status). */
+  readonly index: number;
   /** Free-running index of the next available ring entry to read (last_avail_idx). */
   nextAvail: number;
   /** Free-running index of the next used ring entry to write (our shadow of used.idx). */
@@ -52,6 +96,7 @@ export class DeviceQueue {
     options: DeviceQueueOptions,
   ) {
     this.size = rings.size;
+    this.index = options.index ?? 0;
     this.desc = rings.desc;
     this.avail = rings.avail;
     this.used16 = rings.used16;
@@ -62,6 +107,38 @@ export class DeviceQueue {
     this.nextUsed = (options.nextUsed ?? Atomics.load(this.used16, 1)) & 0xffff;
     this.signalledUsed = this.nextUsed;
     this.availShadow = this.nextAvail;
+  }
+
+  /** The driver's used_event (65536 without EVENT_IDX) and avail.flags: for trace events. */
+  usedEventWord(): number {
+    return this.eventIdx ? Atomics.load(this.avail, usedEventIndex(this.size)) : 0x10000;
+  }
+  availFlagsWord(): number {
+    return Atomics.load(this.avail, 0);
+  }
+
+  /** The queue's state for status queries (not a hot path: reads the ring's words). */
+  status(): DeviceQueueStatus {
+    const availEvent = this.eventIdx ? Atomics.load(this.used16, availEventIndex(this.size)) : null;
+    const usedFlags = Atomics.load(this.used16, 0);
+    return {
+      size: this.size,
+      lastAvailIdx: this.nextAvail,
+      shadowAvailIdx: this.availShadow,
+      availIdx: this.availIdx(),
+      usedIdx: this.nextUsed,
+      publishedUsedIdx: Atomics.load(this.used16, 1),
+      signalledUsed: this.signalledUsed,
+      signalledUsedValid: this.signalledValid,
+      inuse: (this.nextAvail - this.nextUsed) & 0xffff,
+      eventIdx: this.eventIdx,
+      indirect: this.indirect,
+      availFlags: Atomics.load(this.avail, 0),
+      usedFlags,
+      usedEvent: this.eventIdx ? Atomics.load(this.avail, usedEventIndex(this.size)) : null,
+      availEvent,
+      kicksEnabled: this.eventIdx ? availEvent === this.nextAvail : (usedFlags & USED_F_NO_NOTIFY) === 0,
+    };
   }
 
   /** The driver's avail.idx (acquire: ring entries written before it are visible after this load). */
@@ -102,6 +179,7 @@ export class DeviceQueue {
     const head = this.avail[2 + (this.nextAvail & (this.size - 1))]!;
     const chain = this.walk(head, reuse);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    if (EV_POP.enabled) this.tracePop(head, chain);
     return chain;
   }
 
@@ -123,11 +201,13 @@ export class DeviceQueue {
     const slot = 1 + 2 * (this.nextUsed & (this.size - 1));
     this.used32[slot] = head;
     this.used32[slot + 1] = len >>> 0;
+    if (EV_FILL.enabled) this.traceFill(head, len);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
   }
 
   /** §2.7.8.2: len and the buffer are written before used.idx moves (Atomics.store is a release). */
   publishUsed(): void {
+    if (EV_FLUSH.enabled) this.traceFlush();
     Atomics.store(this.used16, 1, this.nextUsed);
   }
 
@@ -174,6 +254,19 @@ export class DeviceQueue {
     if (this.eventIdx) Atomics.store(this.used16, availEventIndex(this.size), this.nextAvail);
     else Atomics.store(this.used16, 0, 0);
     return this.pending() !== 0;
+  }
+
+  private tracePop(head: number, chain: DescriptorChain): void {
+    EV_POP.emit(this.index, head, chain.writableSegments, chain.readableSegments);
+  }
+
+  private traceFill(head: number, len: number): void {
+    EV_FILL.emit(this.index, head, len >>> 0, this.nextUsed);
+  }
+
+  /** Before used.idx moves: count is what this publication makes visible. */
+  private traceFlush(): void {
+    EV_FLUSH.emit(this.index, (this.nextUsed - this.used16[1]!) & 0xffff, this.nextUsed);
   }
 
   /** Walks and validates one chain starting at descriptor `head`. */

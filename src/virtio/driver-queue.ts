@@ -12,6 +12,13 @@ import { fail } from './errors.js';
 import type { GuestMemory } from './memory.js';
 import { availEventIndex, usedEventIndex, type RingViews } from './ring-views.js';
 import { needsEvent } from './split-ring.js';
+import { TRACE } from '../trace/events.js';
+
+// The trace events emitted here, bound once: an emit site is then one load of `enabled`.
+const EV_ADD = TRACE.vring_add;
+const EV_KICK = TRACE.virtqueue_kick;
+const EV_KICK_SUPPRESSED = TRACE.virtqueue_kick_suppressed;
+const EV_GET_BUF = TRACE.virtqueue_get_buf;
 
 /** A guest-physical buffer: what a scatter-gather list entry names. */
 export interface Buffer {
@@ -28,6 +35,8 @@ export interface DriverQueueOptions {
    */
   allocIndirect?: (bytes: number) => number | null;
   freeIndirect?: (addr: number) => void;
+  /** The queue's index in its device: the `vq` of its trace events (default 0). */
+  index?: number;
 }
 
 export interface UsedBuffer<T> {
@@ -40,6 +49,8 @@ const TWO_32 = 0x1_0000_0000;
 
 export class DriverQueue<T = unknown> {
   readonly size: number;
+  /** The queue's index in its device (trace events). */
+  readonly index: number;
   private readonly mask: number;
   private readonly desc: Uint32Array;
   private readonly avail: Uint16Array;
@@ -76,6 +87,7 @@ export class DriverQueue<T = unknown> {
     private readonly options: DriverQueueOptions,
   ) {
     this.size = rings.size;
+    this.index = options.index ?? 0;
     this.mask = rings.size - 1;
     this.desc = rings.desc;
     this.avail = rings.avail;
@@ -135,6 +147,8 @@ export class DriverQueue<T = unknown> {
         this.chainDescs[head] = 1;
         this.writableLen[head] = sumLen(inn);
         this.tokens[head] = token;
+        // Traced before it is published: the device may take it at once.
+        if (EV_ADD.enabled) this.traceAdd(head, out.length, inn.length, 1);
         this.placeInRing(head, publish);
         return true;
       }
@@ -159,6 +173,7 @@ export class DriverQueue<T = unknown> {
     this.indirectAddr[head] = -1;
     this.writableLen[head] = sumLen(inn);
     this.tokens[head] = token;
+    if (EV_ADD.enabled) this.traceAdd(head, out.length, inn.length, 0);
     this.placeInRing(head, publish);
     return true;
   }
@@ -179,12 +194,38 @@ export class DriverQueue<T = unknown> {
     this.kickedAvail = newIdx;
     this.addedSinceKick = 0;
     if (added === 0) return false;
+    let kick: boolean;
     // 65536 or more added since the last decision: the 16-bit window says nothing, so kick.
-    if (added >= 0x10000) return true;
-    if (this.options.eventIdx) {
-      return needsEvent(Atomics.load(this.used16, availEventIndex(this.size)), newIdx, oldIdx);
-    }
-    return (Atomics.load(this.used16, 0) & USED_F_NO_NOTIFY) === 0;
+    if (added >= 0x10000) kick = true;
+    else if (this.options.eventIdx) kick = needsEvent(Atomics.load(this.used16, availEventIndex(this.size)), newIdx, oldIdx);
+    else kick = (Atomics.load(this.used16, 0) & USED_F_NO_NOTIFY) === 0;
+    if (kick ? EV_KICK.enabled : EV_KICK_SUPPRESSED.enabled) this.traceKick(kick, newIdx);
+    return kick;
+  }
+
+  // Emit calls live in small methods of their own: the hot method's bytecode stays small enough
+  // for V8 to inline it into its callers, so an event that is off costs its `enabled` test only.
+  private traceGetBuf(id: number, len: number): void {
+    EV_GET_BUF.emit(this.index, id, len, this.lastUsed);
+  }
+
+  private traceAdd(head: number, out: number, inn: number, indirect: number): void {
+    EV_ADD.emit(this.index, head, out, inn, (this.availIdx + 1) & 0xffff, indirect);
+  }
+
+  private traceKick(kick: boolean, idx: number): void {
+    if (kick) EV_KICK.emit(this.index, idx, this.availEventWord());
+    else EV_KICK_SUPPRESSED.emit(this.index, idx, this.availEventWord(), Atomics.load(this.used16, 0));
+  }
+
+  /** The device's avail_event (65536 without EVENT_IDX): for trace events. */
+  private availEventWord(): number {
+    return this.options.eventIdx ? Atomics.load(this.used16, availEventIndex(this.size)) : 0x10000;
+  }
+
+  /** Used elements the device has published and we have not taken (reads used.idx). */
+  pendingUsed(): number {
+    return (Atomics.load(this.used16, 1) - this.lastUsed) & 0xffff;
   }
 
   /** True when the device has returned buffers we have not collected. */
@@ -216,30 +257,33 @@ export class DriverQueue<T = unknown> {
       usedIdx = this.usedShadow = Atomics.load(this.used16, 1);
       if (usedIdx === this.lastUsed) return undefined;
     }
-    if (((usedIdx - this.lastUsed) & 0xffff) > this.size) {
-      this.broken = true;
-      fail('USED_ID_INVALID', `used.idx ${usedIdx} ran ${(usedIdx - this.lastUsed) & 0xffff} ahead`, '§2.7.8');
-    }
+    if (((usedIdx - this.lastUsed) & 0xffff) > this.size) this.badUsed(0, usedIdx, 0);
     const slot = 1 + 2 * (this.lastUsed & this.mask);
     const id = this.used32[slot]!;
     const len = this.used32[slot + 1]!;
     const token = id < this.size ? this.tokens[id] : undefined;
-    if (token === undefined) {
-      this.broken = true;
-      fail('USED_ID_INVALID', `device returned id ${id}, which is not a buffer in flight`, '§2.7.8');
-    }
-    if (len > this.writableLen[id]!) {
-      this.broken = true;
-      fail('USED_LEN_INVALID', `device returned len ${len} for id ${id}, which has ${this.writableLen[id]} device-writable bytes`, '§2.7.8.1');
-    }
+    if (token === undefined) this.badUsed(1, id, len);
+    if (len > this.writableLen[id]!) this.badUsed(2, id, len);
     this.release(id);
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
+    if (EV_GET_BUF.enabled) this.traceGetBuf(id, len);
     // §2.7.7: keep used_event at the next entry we expect while callbacks are on.
     if (this.options.eventIdx && this.callbacksEnabled) {
       Atomics.store(this.avail, usedEventIndex(this.size), this.lastUsed);
     }
     this.lastUsedLen = len;
     return token;
+  }
+
+  /**
+   * A used element the device should not have written: the queue is broken and the rule is
+   * thrown (out of getUsedToken, whose small body V8 then inlines into its callers' loops).
+   */
+  private badUsed(kind: 0 | 1 | 2, a: number, len: number): never {
+    this.broken = true;
+    if (kind === 0) fail('USED_ID_INVALID', `used.idx ${a} ran ${(a - this.lastUsed) & 0xffff} ahead`, '§2.7.8');
+    if (kind === 1) fail('USED_ID_INVALID', `device returned id ${a}, which is not a buffer in flight`, '§2.7.8');
+    fail('USED_LEN_INVALID', `device returned len ${len} for id ${a}, which has ${this.writableLen[a]} device-writable bytes`, '§2.7.8.1');
   }
 
   /** Asks the device not to send used buffer notifications (§2.7.7); advisory only. */

@@ -11,6 +11,11 @@
  *  - every write gets exactly one response, which the writing file can read() back;
  *  - a device that returns a used id not in flight or a short length, or that sets
  *    DEVICE_NEEDS_RESET, marks the device broken: waiting writers and readers get EIO.
+ *
+ * Fault injection (tests of a slow guest): `interruptDelay` defers the used-buffer processing of
+ * a random fraction of interrupts by a random short time, as a guest busy elsewhere would. It is
+ * a driver option, or a "module parameter" a program may set at run time (`virtioTestParams`,
+ * like /sys/module/virtio_test/parameters/); `virtioTestCounters` counts what happened.
  */
 import { Status } from '../../virtio/constants.js';
 import type { DriverQueue } from '../../virtio/driver-queue.js';
@@ -28,6 +33,41 @@ import { Errno, type FileOperations, type GuestKernel, type OpenFile } from '../
 import { ProbeError, type VirtioDriver, type VirtioDriverDevice } from '../virtio-bus.js';
 
 export const MISC_NAME = 'virtio_misc';
+
+/** Defer the used-buffer processing of a fraction `rate` (0..1) of interrupts by a random 0..maxMs ms. */
+export interface InterruptDelay {
+  rate: number;
+  maxMs: number;
+  /** Seed of the PRNG choosing which interrupts and how long (default 1). */
+  seed?: number;
+}
+
+/** Run-time parameters of every instance (a driver option given at construction wins). */
+export const virtioTestParams: { interruptDelay: InterruptDelay | null } = { interruptDelay: null };
+
+/** What the instances did, summed (for tests and the stress program's report). */
+export const virtioTestCounters = {
+  /** Used-buffer interrupts taken. */
+  interrupts: 0,
+  /** Interrupts whose processing was deferred (interruptDelay). */
+  deferred: 0,
+  /** Interrupts that found a deferred processing already pending (taken by it). */
+  coalesced: 0,
+  /** Times a writer found the ring full and waited for space. */
+  ringFullWaits: 0,
+};
+
+/** mulberry32, uniform in [0, 1). */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
 
 /** One request in flight: its DMA buffer (request then response) and who is waiting for it. */
 interface Request {
@@ -60,11 +100,15 @@ class VirtioTestInstance {
   private readonly ringSpace = new WaitQueue();
   private broken: string | null = null;
   readonly miscName: string;
+  /** A deferred processing of used buffers is pending (interruptDelay). */
+  private deferred = false;
+  private random: { seed: number; next: () => number } | null = null;
 
   constructor(
     private readonly dev: VirtioDriverDevice,
     private readonly kernel: GuestKernel,
     private readonly vq: DriverQueue<Request>,
+    private readonly interruptDelay?: InterruptDelay,
   ) {
     this.miscName = kernel.registerMisc(MISC_NAME, this.fileOperations());
   }
@@ -72,6 +116,39 @@ class VirtioTestInstance {
   /** Called from the device's interrupt (used buffer notification). */
   requestDone(): void {
     this.kernel.printk('virtio test_request_done get ack');
+    virtioTestCounters.interrupts++;
+    if (this.deferred) {
+      virtioTestCounters.coalesced++; // the pending processing takes these buffers too
+      return;
+    }
+    const delayMs = this.pickDelay();
+    if (delayMs === null) {
+      this.processUsed();
+      return;
+    }
+    virtioTestCounters.deferred++;
+    this.deferred = true;
+    const run = () => {
+      this.deferred = false;
+      // removed or broken meanwhile: the buffers were taken back (and the ring may be gone)
+      if (this.broken === null) this.processUsed();
+    };
+    if (delayMs >= 1) setTimeout(run, delayMs);
+    else setImmediate(run);
+  }
+
+  /** The delay for this interrupt's processing, or null to process it now. */
+  private pickDelay(): number | null {
+    const d = this.interruptDelay ?? virtioTestParams.interruptDelay;
+    if (!d || !(d.rate > 0)) return null;
+    const seed = d.seed ?? 1;
+    if (this.random?.seed !== seed) this.random = { seed, next: seededRandom(seed) };
+    if (this.random.next() >= d.rate) return null;
+    return this.random.next() * d.maxMs;
+  }
+
+  /** Takes every used buffer, with callbacks disabled, and re-enables them with the re-check (§2.7.14). */
+  private processUsed(): void {
     try {
       do {
         this.vq.disableCallbacks();
@@ -159,6 +236,7 @@ class VirtioTestInstance {
         throw new Errno('EIO', this.broken);
       }
       if (this.vq.add([{ addr, len: REQUEST_SIZE }], [{ addr: addr + REQUEST_SIZE, len: RESPONSE_SIZE }], req)) break;
+      virtioTestCounters.ringFullWaits++;
       await this.ringSpace.wait(); // ring full: wait for the device to return buffers
     }
     file.inFlight++;
@@ -181,6 +259,8 @@ export interface VirtioTestDriverOptions {
   deviceIds?: readonly number[];
   /** Queue size to use (default: the device's maximum). */
   queueSize?: number;
+  /** A slow guest: defer the processing of some interrupts (default: virtioTestParams.interruptDelay). */
+  interruptDelay?: InterruptDelay;
 }
 
 export class VirtioTestDriver implements VirtioDriver {
@@ -200,7 +280,7 @@ export class VirtioTestDriver implements VirtioDriver {
     let instance: VirtioTestInstance | undefined;
     const vq = dev.findQueue<Request>(0, () => instance?.requestDone(), { size: this.options.queueSize });
     dev.ready();
-    instance = new VirtioTestInstance(dev, kernel, vq);
+    instance = new VirtioTestInstance(dev, kernel, vq, this.options.interruptDelay);
     this.instances.set(dev, instance);
   }
 
