@@ -17,7 +17,7 @@ export { VirtioError, isVirtioError, fail, type VirtioErrorCode } from './virtio
 export { GuestMemory, MemoryRegion, type MemoryRegionInit } from './virtio/memory.js';
 export { DescriptorChain } from './virtio/chain.js';
 export { DeviceQueue, type DeviceQueueOptions } from './virtio/device-queue.js';
-export { DriverQueue, type DriverQueueOptions, type UsedBuffer } from './virtio/driver-queue.js';
+export { DriverQueue, type Buffer as DriverBuffer, type DriverQueueOptions, type UsedBuffer } from './virtio/driver-queue.js';
 export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio/ring-views.js';
 export * from './virtio/split-ring.js';
 export type { VirtioDevice, DeviceContext } from './device/device.js';

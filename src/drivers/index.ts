@@ -6,4 +6,4 @@
  */
 export { VirtioDriverDevice, ProbeError, type VirtioDriver, type VirtioTransport, type QueueOptions } from './virtio-bus.js';
 export { Errno, type FileOperations, type GuestKernel, type OpenFile, type Syscalls } from './kernel.js';
-export { VirtioTestDriver, type VirtioTestDriverOptions } from './virtio-test/driver.js';
+export { VirtioTestDriver, type InterruptDelay, type VirtioTestDriverOptions } from './virtio-test/driver.js';

@@ -4,5 +4,5 @@
  *   import { DeviceHarness } from 'virtio-ts/testing';
  */
 export { DeviceHarness, type Completion, type DeviceHarnessOptions } from './device-harness.js';
-export { SlowDevice } from '../device/slow-device.js';
-export { VirtioTestClient, type VirtioTestClientOptions } from './virtio-test-client.js';
+export { SlowDevice, type SlowDeviceOptions, type SlowDeviceStats } from '../device/slow-device.js';
+export { VirtioTestClient, type Pending, type VirtioTestClientOptions } from './virtio-test-client.js';

@@ -66,7 +66,8 @@ export interface VirtioTestClientOptions {
   onConfigChange?: () => void;
 }
 
-interface Pending {
+/** A request in flight on the client: its token and what resolves it. */
+export interface Pending {
   slot: number;
   resolve(r: TestResponse): void;
   reject(e: Error): void;

@@ -7,3 +7,11 @@ export { BackendSession, OFFERED_PROTOCOL_FEATURES, type BackendSessionOptions }
 export { VhostUserFrontend, VhostUserError, type FrontendEvents } from './frontend.js';
 export { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';
 export { ProtocolFeature, Request, BackendRequest, VHOST_USER_F_PROTOCOL_FEATURES } from './protocol.js';
+// The types the public classes above expose (the session's state, the front-end's memory, messages).
+export { InflightTrackingDevice, type TrackedQueue } from './inflight-tracker.js';
+export { MappedMemory, type MappedRegion } from './mapped-memory.js';
+export { Vring, type VringAddresses } from './vring.js';
+export type { RamRegion } from './frontend-memory.js';
+export type { InflightDescription, MemoryRegionDescription } from './payloads.js';
+export type { RawMessage } from './codec.js';
+export type { InflightQueue } from './inflight.js';
