@@ -74,6 +74,15 @@ export function assertNoKernelTrouble(lines: string[]): void {
 /** `[    0.310000] text` -> `text`. */
 export const stripTimestamp = (line: string): string => line.replace(/^\[\s*\d+\.\d{6}\] /, '');
 
+/** A kernel message on the console (printk lines carry a `[ seconds.micros]` stamp). */
+export const isKernelLine = (line: string): boolean => /^\[\s*\d+\.\d+\] /.test(line);
+
+/**
+ * The program's own output: console lines minus kernel messages, which interleave at any point
+ * (e.g. "tsc: Refined TSC clocksource calibration" a few seconds into a slow TCG boot).
+ */
+export const programLines = (lines: readonly string[]): string[] => lines.filter((l) => !isKernelLine(l));
+
 /** What the C driver prints for the response to byte n (the seed's wording). */
 export function driverLinesFor(n: number): string[] {
   return [`virtio response ret is ${n + 101}`, `virtio response arg1 is ${n + 102}`, `virtio response arg2 is ${n + 103}`];

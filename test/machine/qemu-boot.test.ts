@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { qemuArgs, runQemu, type QemuRunResult } from '../../src/machine/qemu.js';
-import { assertNoKernelTrouble } from '../helpers/uml.js';
+import { assertNoKernelTrouble, programLines } from '../helpers/uml.js';
 import { assertNothingQemuLeft, needQemuGuest, needStorageDaemon, qemuProcessesOf, startStorageDaemon } from '../helpers/qemu.js';
 
 after(() => assertNothingQemuLeft());
@@ -70,10 +70,11 @@ test('QEMU guest boots, runs a command and returns its status', async (t) => {
   t.diagnostic(`boot+run+poweroff took ${Date.now() - started} ms`);
   assert.equal(r.timedOut, false, show(r));
   assert.equal(r.exitCode, 3, show(r));
-  assert.deepEqual(r.lines.slice(0, 2), ['hello', 'two  words'], show(r));
-  assert.match(r.lines[2] ?? '', /^Linux version 6\.1\./, show(r));
-  assert.equal(r.lines[3], 'virtio-pci-loaded', show(r));
-  assert.equal(r.lines.length, 4, show(r));
+  const out = programLines(r.lines);
+  assert.deepEqual(out.slice(0, 2), ['hello', 'two  words'], show(r));
+  assert.match(out[2] ?? '', /^Linux version 6\.1\./, show(r));
+  assert.equal(out[3], 'virtio-pci-loaded', show(r));
+  assert.equal(out.length, 4, show(r));
   assert.ok(seen.includes('VT_READY') && seen.includes('VT_EXIT=3'), 'onLine sees the markers');
   // The leak check finds a running QEMU by its -name tag (so its all-clear means something).
   assert.match(running, new RegExp(`qemu-system-x86_64 .*-name vt-${process.pid}-\\d+ `), running);
@@ -156,11 +157,12 @@ test('vhost-user-blk-pci (qemu-storage-daemon, 2 queues, 2 vCPUs): the guest rea
     });
     assert.equal(r.timedOut, false, show(r));
     assert.equal(r.exitCode, 0, show(r));
-    assert.equal(r.lines[0], `size=${IMAGE_BYTES / SECTOR}`, show(r));
-    assert.equal(r.lines[1], 'queues=0 1 ', show(r));
-    assert.deepEqual(r.lines.slice(2, 12), odLines(sector0()), show(r));
-    assert.equal(r.lines[12], 'write-ok', show(r));
-    assert.equal(r.lines.length, 13, show(r));
+    const out = programLines(r.lines);
+    assert.equal(out[0], `size=${IMAGE_BYTES / SECTOR}`, show(r));
+    assert.equal(out[1], 'queues=0 1 ', show(r));
+    assert.deepEqual(out.slice(2, 12), odLines(sector0()), show(r));
+    assert.equal(out[12], 'write-ok', show(r));
+    assert.equal(out.length, 13, show(r));
     assertNoKernelTrouble([...r.lines, ...r.bootLines]);
   } finally {
     await qsd.stop();
@@ -212,7 +214,7 @@ test('ext4 on a vhost-user-blk-pci disk: the guest mounts it (modules load on de
     });
     assert.equal(r.timedOut, false, show(r));
     assert.equal(r.exitCode, 0, show(r));
-    const text = r.lines.filter((l) => !/^\[\s*\d+\.\d+\] /.test(l)); // kernel messages (EXT4-fs ...) interleave
+    const text = programLines(r.lines); // kernel messages (EXT4-fs ...) interleave
     assert.deepEqual(text, ['made on the host', 'umounted', 'crc16 crc32c_generic ext4 jbd2 mbcache '], show(r));
     assertNoKernelTrouble([...r.lines, ...r.bootLines]);
   } finally {
