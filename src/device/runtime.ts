@@ -160,6 +160,12 @@ export class DeviceRuntime {
   private active: (DeviceQueue | null)[];
   /** Chains a device model is still answering (asynchronously), per queue: revoked when the queue stops. */
   private held: Set<DescriptorChain>[];
+  /**
+   * Every answer a model still owes, whether or not its queue still runs: revoking a chain
+   * stops the model's accessors, not I/O it already started into guest memory (a preadv on
+   * libuv's pool). A host releases guest memory only after these settle (see settled()).
+   */
+  private readonly owed = new Set<Promise<void>>();
   /** Per queue, a chain object the model is done with, refilled by the next pop (no allocation per kick). */
   private spare: (DescriptorChain | undefined)[];
   private readonly context: DeviceContext;
@@ -470,10 +476,33 @@ export class DeviceRuntime {
     held.clear();
   }
 
+  /**
+   * Resolves once every answer the model owed at the time of the call has settled, including
+   * those of queues stopped or reset since. Never rejects. Hosts wait on it before unmapping
+   * guest memory, since a model's asynchronous I/O may still be reading or writing it.
+   */
+  settled(): Promise<void> {
+    if (this.owed.size === 0) return Promise.resolve();
+    return Promise.all(this.owed).then(() => undefined);
+  }
+
+  /** How many answers the model still owes (all queues, stopped ones included). */
+  get owedCount(): number {
+    return this.owed.size;
+  }
+
   private completeLater(index: number, q: DeviceQueue, chain: DescriptorChain, result: Promise<number>): void {
     const held = this.held[index]!;
     held.add(chain);
-    result.finally(() => held.delete(chain)).catch(() => {});
+    const owed = result.then(
+      () => {},
+      () => {},
+    );
+    this.owed.add(owed);
+    void owed.then(() => {
+      held.delete(chain);
+      this.owed.delete(owed);
+    });
     result.then(
       (len) => {
         if (this.active[index] !== q) return; // reset or stopped meanwhile: the driver detached it

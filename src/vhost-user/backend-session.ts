@@ -209,7 +209,12 @@ export class BackendSession {
   ) {
     this.strict = options.strict ?? BackendSession.strictByDefault;
     this.device = new InflightTrackingDevice(options.device);
-    this.mapped = new MappedMemory(this.memory, options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS);
+    // A region leaves the lookup at once but is unmapped only when the model's I/O started
+    // before has settled (its buffers point into the mapping).
+    this.mapped = new MappedMemory(this.memory, options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS, (unmap) => {
+      if (this.runtime.owedCount === 0) unmap();
+      else void this.runtime.settled().then(unmap);
+    });
     const host: DeviceHost = {
       interrupt: (q) => this.vrings[q]?.signalCall(),
       configInterrupt: () => this.configInterrupt(),

@@ -9,7 +9,10 @@
  * the region begins `offset % page` bytes into the mapping.
  *
  * The fd is closed as soon as it is mapped (the mapping keeps the memory alive); every
- * mapping is unmapped on removal, on replacement, and when the connection ends.
+ * mapping leaves the lookup on removal, on replacement, and when the connection ends, and is
+ * unmapped when `release` says so: the session waits until the device model's asynchronous
+ * I/O into it has finished, so a preadv still running on libuv's pool never writes into an
+ * address range the process has since mapped for something else.
  */
 import { fstatSync } from 'node:fs';
 import type { GuestMemory, MemoryRegion } from '../virtio/memory.js';
@@ -37,6 +40,8 @@ export class MappedMemory {
     readonly memory: GuestMemory,
     /** GET_MAX_MEM_SLOTS. */
     readonly maxSlots: number,
+    /** Called with the munmap of a region gone from the lookup; runs it when nothing uses it any more (default: at once). */
+    private readonly release: (unmap: () => void) => void = (unmap) => unmap(),
   ) {}
 
   get count(): number {
@@ -160,10 +165,12 @@ export class MappedMemory {
 
   private unmap(r: MappedRegion): void {
     this.memory.removeRegion(r.guestAddr, r.size);
-    try {
-      native.munmap(r.mapping);
-    } catch {
-      // already detached
-    }
+    this.release(() => {
+      try {
+        native.munmap(r.mapping);
+      } catch {
+        // already detached
+      }
+    });
   }
 }
