@@ -3,7 +3,7 @@
  * stderr). A section is a module with `run(opts): Promise<Row[]>` (bench/report.ts); to add
  * one, import it and append it to SECTIONS.
  *
- *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,notify,vhost-user,uml,footprint]
+ *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,notify,vhost-user,uml,footprint,blk]
  */
 import os from 'node:os';
 import { formatTable, runHeader, type Row, type Section } from './report.js';
@@ -13,6 +13,7 @@ import { section as notify } from './notify.js';
 import { section as vhostUser } from './vhost-user.js';
 import { section as umlE2e } from './uml-e2e.js';
 import { section as footprint } from './footprint.js';
+import { section as blk } from './blk.js';
 
 const SECTIONS: { section: Section; rounds: number }[] = [
   { section: ring, rounds: 9 },
@@ -21,6 +22,7 @@ const SECTIONS: { section: Section; rounds: number }[] = [
   { section: vhostUser, rounds: 7 },
   { section: umlE2e, rounds: 3 },
   { section: footprint, rounds: 5 },
+  { section: blk, rounds: 5 },
 ];
 
 function arg(name: string): string | undefined {
