@@ -51,7 +51,7 @@
  */
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { accessSync, constants, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { accessSync, constants, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,9 +70,12 @@ const E2E_ROUNDS = 3;
 /** CPU per request TS/qsd ≤ 1.5×: the table's ratio is qsd/TS, so ≥ 1/1.5 (rounded for the table: 1.4993×). */
 const CPU_TARGET = 0.667;
 
-type Kind = 'ts' | 'qsd';
-const LABEL: Record<Kind, string> = { ts: 'TS', qsd: 'qemu-storage-daemon' };
-const KINDS: Kind[] = ['ts', 'qsd'];
+/** ts: ours with its default aio=auto (io_uring for small transfers), tst: ours with aio=threads (libuv's pool), qsd: qemu-storage-daemon. */
+type Kind = 'ts' | 'tst' | 'qsd';
+const LABEL: Record<Kind, string> = { ts: 'TS', tst: 'TS (aio=threads)', qsd: 'qemu-storage-daemon' };
+/** Part 1 measures all three; part 2 (a guest boot per back-end) ours with its default and qsd. */
+const KINDS: Kind[] = ['ts', 'tst', 'qsd'];
+const E2E_KINDS: Kind[] = ['ts', 'qsd'];
 
 /** OP r: random reads, w: random writes, m: 50/50, s: sequential reads; depth per queue. */
 interface Config {
@@ -174,8 +177,10 @@ const qsdBinary = () => process.env.VT_QSD ?? 'qemu-storage-daemon';
 const optValue = (s: string) => s.replace(/,/g, ',,');
 
 function blkArgv(kind: Kind, image: string, socket: string): string[] {
-  if (kind === 'ts') {
-    return [process.execPath, path.join(distRoot, 'src', 'cli', 'virtio-backend.js'), '--device', 'blk', '--socket-path', socket, '--image', image, '--num-queues', String(QUEUES), '--quiet'];
+  if (kind === 'ts' || kind === 'tst') {
+    // ts: the default engine (aio=auto: io_uring up to 64 KiB, the pool above); tst: the pool alone.
+    const aio = kind === 'ts' ? [] : ['--aio', 'threads'];
+    return [process.execPath, path.join(distRoot, 'src', 'cli', 'virtio-backend.js'), '--device', 'blk', '--socket-path', socket, '--image', image, '--num-queues', String(QUEUES), ...aio, '--quiet'];
   }
   return [
     qsdBinary(),
@@ -232,7 +237,7 @@ async function startBlk(kind: Kind, image: string, dir: string, cpu?: number): P
       await stop();
       throw new Error(`${LABEL[kind]} did not start listening within 15 s: ${out}`);
     }
-    if (kind === 'ts' ? /listening on /.test(out) : existsSync(socket) && (await accepts(socket))) break;
+    if (kind !== 'qsd' ? /listening on /.test(out) : existsSync(socket) && (await accepts(socket))) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   return { kind, pid: proc.pid!, socket, proc, stop };
@@ -345,7 +350,13 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   const loadBin = buildRef('vhost-user-blk-load', opts.log);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-blk-'));
   const image = makeImage();
-  const dropImage = () => rmSync(image, { force: true });
+  // Our two engines run at once and each locks its image (qsd runs with locking=off): a copy.
+  const imageThreads = `${image}.threads`;
+  copyFileSync(image, imageThreads);
+  const dropImage = () => {
+    rmSync(image, { force: true });
+    rmSync(imageThreads, { force: true });
+  };
   process.once('exit', dropImage);
   const samples = new Map<string, Sample[]>();
   const key = (kind: Kind, c: Config) => `${kind}/${cfgArg(c)}`;
@@ -357,7 +368,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     // Part 1: back-end bound.
     const bes: Blk[] = [];
     try {
-      for (const kind of KINDS) bes.push(await startBlk(kind, image, dir, BACKEND_CPU));
+      for (const kind of KINDS) bes.push(await startBlk(kind, kind === 'tst' ? imageThreads : image, dir, BACKEND_CPU));
       for (const be of bes) await runLoad(loadBin, be, WARM_UP_CONFIGS, 150, 50, 1);
       for (let round = 1; round <= rounds; round++) {
         for (const [i, c] of MAIN_CONFIGS.entries()) {
@@ -380,6 +391,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
         }
         const line = (kind: Kind) => MAIN_CONFIGS.map((c) => `${c.op}${c.queues}/${c.depth}${byBytes(c) ? `/${sizeName(c.bs).replace(' ', '')}${c.segs ? `/${c.segs}` : ''}` : ''} ${byBytes(c) ? gbs(get(kind, c).at(-1)!.bps) : k(get(kind, c).at(-1)!.rps)}`).join(' ');
         opts.log(`blk: round ${round}/${rounds}: TS ${line('ts')}`);
+        opts.log(`blk: round ${round}/${rounds}: TS threads ${line('tst')}`);
         opts.log(`blk: round ${round}/${rounds}: qsd ${line('qsd')}; ${((Date.now() - t0) / 1000).toFixed(0)} s so far`);
       }
     } finally {
@@ -405,7 +417,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       } catch {}
       if (process.env.VT_QEMU_ACCEL) accel = process.env.VT_QEMU_ACCEL;
       for (let round = 1; round <= e2eRounds; round++) {
-        const order = round % 2 ? KINDS : [...KINDS].reverse();
+        const order = round % 2 ? E2E_KINDS : [...E2E_KINDS].reverse();
         const parts: string[] = [];
         for (const kind of order) {
           const be = await startBlk(kind, image, dir);
@@ -445,7 +457,7 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
-    rmSync(image, { force: true });
+    dropImage();
   }
   opts.log(`blk: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average ${loadavg()}`);
 
@@ -478,6 +490,20 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
         `TS/qsd = ${fmtRatio(ts.map((s, i) => s.cpuUs / q[i]!.cpuUs))} paired${big ? '' : ' (target ≤ 1.5×)'}; µs/request ${each((s) => s.cpuUs, us)}; sleeps/request ${each((s) => s.sleeps, (x) => x.toFixed(2))}` +
         (ts.concat(q).some((s) => s.gone > 0) ? ` (threads exited in windows: TS ${ts.reduce((a, s) => a + s.gone, 0)}, qsd ${q.reduce((a, s) => a + s.gone, 0)}; their sleeps are missing)` : ''),
     });
+    // The engines against each other: what io_uring saves over libuv's thread pool.
+    const th = get('tst', c);
+    if (th.length === ts.length && th.length > 0) {
+      rows.push({
+        section,
+        name: `TS aio=auto vs aio=threads, CPU per request (${cfgName(c)})`,
+        unit: 'µs',
+        samples: ts.map((s) => s.cpuUs),
+        lowerIsBetter: true,
+        ref: { name: 'TS aio=threads', samples: th.map((s) => s.cpuUs) },
+        paired: ts.map((s, i) => th[i]!.cpuUs / s.cpuUs),
+        note: `${big ? 'bytes/s' : 'requests/s'} auto/threads ${fmtRatio(ts.map((s, i) => rate(s) / rate(th[i]!)))} paired; threads vs qsd: requests/s ${fmtRatio(th.map((s, i) => s.rps / q[i]!.rps))}, CPU ${fmtRatio(th.map((s, i) => s.cpuUs / q[i]!.cpuUs))}; sleeps/request auto ${median(ts.map((s) => s.sleeps)).toFixed(2)}, threads ${median(th.map((s) => s.sleeps)).toFixed(2)}`,
+      });
+    }
   }
   rows.push(...e2eRows);
   return rows;

@@ -17,7 +17,7 @@ const force = process.argv.includes('--force');
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const addonDir = path.join(root, 'src', 'vhost-user', 'native');
 const addon = path.join(addonDir, 'build', 'Release', 'vhost_user_native.node');
-const sources = ['binding.gyp', 'vhost_user_native.c'].map((f) => path.join(addonDir, f));
+const sources = ['binding.gyp', 'vhost_user_native.c', 'io_ring.c', 'io_ring.h'].map((f) => path.join(addonDir, f));
 if (!existsSync(sources[0])) process.exit(0);
 
 function giveUp(reason) {

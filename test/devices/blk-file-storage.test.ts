@@ -7,7 +7,8 @@ import { pathToFileURL } from 'node:url';
 import { after, test } from 'node:test';
 import { blkDefinition } from '../../src/devices/blk/definition.js';
 import { BlkDevice, BlkStatus, BlkType } from '../../src/devices/blk/device.js';
-import { FileStorage, FileStorageError } from '../../src/devices/blk/file-storage.js';
+import { FileStorage, FileStorageError, type AioEngine } from '../../src/devices/blk/file-storage.js';
+import { IoRing } from '../../src/devices/blk/io-ring.js';
 import { nativeAvailable } from '../../src/vhost-user/native/index.js';
 import { DeviceHarness } from '../../src/testing/device-harness.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -38,63 +39,80 @@ function image(bytes: number | Uint8Array): string {
 const filled = (len: number, seed: number) => Uint8Array.from({ length: len }, (_, i) => (i * 29 + seed) & 0xff);
 const locks = nativeAvailable() ? {} : { skip: 'the native addon is not built' };
 
-test('data lands in the file at the right offset; a vector with odd segment sizes is one stream', async () => {
-  const file = image(16 * SECTOR);
-  const s = await FileStorage.open(file);
-  try {
-    const data = filled(3 * SECTOR, 1);
-    // segments of 7, 500, 1029 bytes: not sector-shaped
-    const parts = [data.subarray(0, 7), data.subarray(7, 507), data.subarray(507)];
-    await s.write(2 * SECTOR, parts);
-    const onDisk = readFileSync(file);
-    assert.deepEqual(new Uint8Array(onDisk.subarray(2 * SECTOR, 5 * SECTOR)), data);
-    assert.ok(onDisk.subarray(0, 2 * SECTOR).every((b) => b === 0) && onDisk.subarray(5 * SECTOR).every((b) => b === 0));
-    const back = [new Uint8Array(1000), new Uint8Array(536)];
-    await s.read(2 * SECTOR, back);
-    assert.deepEqual(new Uint8Array([...back[0]!, ...back[1]!]), data);
-    // into a SharedArrayBuffer, as guest RAM is
-    const shared = new Uint8Array(new SharedArrayBuffer(2048), 100, SECTOR);
-    await s.read(2 * SECTOR, [shared]);
-    assert.deepEqual(shared, data.subarray(0, SECTOR));
-    // flush is fdatasync: count the calls of FileHandle.prototype.datasync
-    const probe = await fsp.open(file, 'r');
-    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
-    await probe.close();
-    const original = proto.datasync;
-    let syncs = 0;
-    proto.datasync = function (this: unknown) {
-      syncs++;
-      return original.call(this);
-    };
-    try {
-      await s.flush();
-    } finally {
-      proto.datasync = original;
-    }
-    assert.equal(syncs, 1, 'flush called fdatasync once');
-    assert.equal(s.size, 16 * SECTOR);
-    assert.equal(s.readOnly, false);
-  } finally {
-    await s.close();
-  }
-});
+/** Both I/O engines; io_uring is skipped loudly where the kernel refuses it (never under CI). */
+const ENGINES = ['threads', 'io_uring'] as const;
+const ringProbe = IoRing.open(8);
+const noRing = typeof ringProbe === 'string' ? ringProbe : null;
+if (typeof ringProbe !== 'string') void ringProbe.close();
+function engine(aio: AioEngine): { skip?: string } {
+  if (aio !== 'io_uring' || noRing === null) return {};
+  if (process.env.CI === 'true') throw new Error(`io_uring is needed under CI: ${noRing}`);
+  console.error(`SKIPPED (aio=io_uring): ${noRing}`);
+  return { skip: noRing };
+}
 
-test('discard and write-zeroes write zeroes (no hole punching without native fallocate); nothing else changes', async () => {
-  const file = image(filled(40 * SECTOR, 3));
-  const s = await FileStorage.open(file);
-  try {
-    await s.writeZeroes(SECTOR, 3 * SECTOR, true);
-    await s.discard(20 * SECTOR, 20 * SECTOR);
-    const onDisk = readFileSync(file);
-    const want = Buffer.from(filled(40 * SECTOR, 3));
-    want.fill(0, SECTOR, 4 * SECTOR);
-    want.fill(0, 20 * SECTOR, 40 * SECTOR);
-    assert.ok(onDisk.equals(want));
-    assert.equal(s.canUnmap, false);
-  } finally {
-    await s.close();
-  }
-});
+for (const aio of ENGINES) {
+  test(`data lands in the file at the right offset; a vector with odd segment sizes is one stream (aio=${aio})`, engine(aio), async () => {
+    const file = image(16 * SECTOR);
+    const s = await FileStorage.open(file, { aio });
+    try {
+      const data = filled(3 * SECTOR, 1);
+      // segments of 7, 500, 1029 bytes: not sector-shaped
+      const parts = [data.subarray(0, 7), data.subarray(7, 507), data.subarray(507)];
+      await s.write(2 * SECTOR, parts);
+      const onDisk = readFileSync(file);
+      assert.deepEqual(new Uint8Array(onDisk.subarray(2 * SECTOR, 5 * SECTOR)), data);
+      assert.ok(onDisk.subarray(0, 2 * SECTOR).every((b) => b === 0) && onDisk.subarray(5 * SECTOR).every((b) => b === 0));
+      const back = [new Uint8Array(1000), new Uint8Array(536)];
+      await s.read(2 * SECTOR, back);
+      assert.deepEqual(new Uint8Array([...back[0]!, ...back[1]!]), data);
+      // into a SharedArrayBuffer, as guest RAM is
+      const shared = new Uint8Array(new SharedArrayBuffer(2048), 100, SECTOR);
+      await s.read(2 * SECTOR, [shared]);
+      assert.deepEqual(shared, data.subarray(0, SECTOR));
+      // flush is fdatasync: count the calls of FileHandle.prototype.datasync (threads) or the ring's
+      assert.equal(s.aio, aio);
+      const probe = await fsp.open(file, 'r');
+      const proto = (aio === 'threads' ? Object.getPrototypeOf(probe) : IoRing.prototype) as { datasync(): Promise<void> };
+      await probe.close();
+      const original = proto.datasync;
+      let syncs = 0;
+      proto.datasync = function (this: unknown, ...args: unknown[]) {
+        syncs++;
+        return (original as (...a: unknown[]) => Promise<void>).apply(this, args);
+      };
+      try {
+        await s.flush();
+      } finally {
+        proto.datasync = original;
+      }
+      assert.equal(syncs, 1, 'flush called fdatasync once');
+      assert.equal(s.size, 16 * SECTOR);
+      assert.equal(s.readOnly, false);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+for (const aio of ENGINES) {
+  test(`discard and write-zeroes write zeroes (no hole punching without native fallocate); nothing else changes (aio=${aio})`, engine(aio), async () => {
+    const file = image(filled(40 * SECTOR, 3));
+    const s = await FileStorage.open(file, { aio });
+    try {
+      await s.writeZeroes(SECTOR, 3 * SECTOR, true);
+      await s.discard(20 * SECTOR, 20 * SECTOR);
+      const onDisk = readFileSync(file);
+      const want = Buffer.from(filled(40 * SECTOR, 3));
+      want.fill(0, SECTOR, 4 * SECTOR);
+      want.fill(0, 20 * SECTOR, 40 * SECTOR);
+      assert.ok(onDisk.equals(want));
+      assert.equal(s.canUnmap, false);
+    } finally {
+      await s.close();
+    }
+  });
+}
 
 test('capacity: the size rounded down to 512, the remainder reported and never touched', async () => {
   const file = image(filled(4 * SECTOR + 100, 5));
@@ -222,56 +240,60 @@ test('read-only store: writes are refused by the store itself', async () => {
   }
 });
 
-test('--direct on a real disk: O_DIRECT through aligned bounce buffers, guest buffers at any address', async () => {
-  const file = image(filled(64 * SECTOR, 7));
-  const s = await FileStorage.open(file, { direct: true });
-  try {
-    assert.ok(s.directAlignment >= SECTOR, `alignment ${s.directAlignment}`);
-    assert.match(s.description, /O_DIRECT/);
-    // unaligned views into a SharedArrayBuffer, total 2 sectors, a write larger than a bounce chunk too
-    const ram = new Uint8Array(new SharedArrayBuffer(1 << 20));
-    const data = filled(2 * SECTOR, 11);
-    ram.set(data.subarray(0, 333), 3);
-    ram.set(data.subarray(333), 5001);
-    await s.write(5 * SECTOR, [ram.subarray(3, 336), ram.subarray(5001, 5001 + 2 * SECTOR - 333)]);
-    const big = filled(600 * 1024, 13).subarray(0, 40 * SECTOR);
-    await s.write(20 * SECTOR, [big]);
-    await s.flush();
-    const want = Buffer.from(filled(64 * SECTOR, 7));
-    want.set(data, 5 * SECTOR);
-    want.set(big, 20 * SECTOR);
-    assert.ok(readFileSync(file).equals(want), 'file contents');
-    const back = new Uint8Array(new SharedArrayBuffer(4 * SECTOR), 1, 2 * SECTOR);
-    await s.read(5 * SECTOR, [back]);
-    assert.deepEqual(new Uint8Array(back), data);
-    await s.writeZeroes(SECTOR, SECTOR, false);
-    assert.ok(readFileSync(file).subarray(SECTOR, 2 * SECTOR).every((b) => b === 0));
-  } finally {
-    await s.close();
-  }
-});
+for (const aio of ENGINES) {
+  test(`--direct on a real disk: O_DIRECT through aligned bounce buffers, guest buffers at any address (aio=${aio})`, engine(aio), async () => {
+    const file = image(filled(64 * SECTOR, 7));
+    const s = await FileStorage.open(file, { direct: true, aio });
+    try {
+      assert.ok(s.directAlignment >= SECTOR, `alignment ${s.directAlignment}`);
+      assert.match(s.description, /O_DIRECT/);
+      // unaligned views into a SharedArrayBuffer, total 2 sectors, a write larger than a bounce chunk too
+      const ram = new Uint8Array(new SharedArrayBuffer(1 << 20));
+      const data = filled(2 * SECTOR, 11);
+      ram.set(data.subarray(0, 333), 3);
+      ram.set(data.subarray(333), 5001);
+      await s.write(5 * SECTOR, [ram.subarray(3, 336), ram.subarray(5001, 5001 + 2 * SECTOR - 333)]);
+      const big = filled(600 * 1024, 13).subarray(0, 40 * SECTOR);
+      await s.write(20 * SECTOR, [big]);
+      await s.flush();
+      const want = Buffer.from(filled(64 * SECTOR, 7));
+      want.set(data, 5 * SECTOR);
+      want.set(big, 20 * SECTOR);
+      assert.ok(readFileSync(file).equals(want), 'file contents');
+      const back = new Uint8Array(new SharedArrayBuffer(4 * SECTOR), 1, 2 * SECTOR);
+      await s.read(5 * SECTOR, [back]);
+      assert.deepEqual(new Uint8Array(back), data);
+      await s.writeZeroes(SECTOR, SECTOR, false);
+      assert.ok(readFileSync(file).subarray(SECTOR, 2 * SECTOR).every((b) => b === 0));
+    } finally {
+      await s.close();
+    }
+  });
+}
 
-test('--direct with a 4096-byte alignment: 512-byte requests are read-modify-writes that keep the neighbours', async () => {
-  const file = image(filled(32 * SECTOR, 17));
-  const s = await FileStorage.open(file, { direct: true, directAlignment: 4096 });
-  try {
-    assert.equal(s.blockSize, 4096);
-    const a = filled(SECTOR, 100);
-    const b = filled(3 * SECTOR, 200);
-    // concurrent writes inside the same 4 KiB block: serialized, neither lost
-    await Promise.all([s.write(SECTOR, [a]), s.write(4 * SECTOR, [b]), s.writeZeroes(9 * SECTOR, SECTOR, false)]);
-    const want = Buffer.from(filled(32 * SECTOR, 17));
-    want.set(a, SECTOR);
-    want.set(b, 4 * SECTOR);
-    want.fill(0, 9 * SECTOR, 10 * SECTOR);
-    assert.ok(readFileSync(file).equals(want));
-    const back = new Uint8Array(SECTOR);
-    await s.read(5 * SECTOR, [back]);
-    assert.deepEqual(back, b.subarray(SECTOR, 2 * SECTOR));
-  } finally {
-    await s.close();
-  }
-});
+for (const aio of ENGINES) {
+  test(`--direct with a 4096-byte alignment: 512-byte requests are read-modify-writes that keep the neighbours (aio=${aio})`, engine(aio), async () => {
+    const file = image(filled(32 * SECTOR, 17));
+    const s = await FileStorage.open(file, { direct: true, directAlignment: 4096, aio });
+    try {
+      assert.equal(s.blockSize, 4096);
+      const a = filled(SECTOR, 100);
+      const b = filled(3 * SECTOR, 200);
+      // concurrent writes inside the same 4 KiB block: serialized, neither lost
+      await Promise.all([s.write(SECTOR, [a]), s.write(4 * SECTOR, [b]), s.writeZeroes(9 * SECTOR, SECTOR, false)]);
+      const want = Buffer.from(filled(32 * SECTOR, 17));
+      want.set(a, SECTOR);
+      want.set(b, 4 * SECTOR);
+      want.fill(0, 9 * SECTOR, 10 * SECTOR);
+      assert.ok(readFileSync(file).equals(want));
+      const back = new Uint8Array(SECTOR);
+      await s.read(5 * SECTOR, [back]);
+      assert.deepEqual(back, b.subarray(SECTOR, 2 * SECTOR));
+    } finally {
+      await s.close();
+    }
+  });
+}
 
 test('--direct on tmpfs: works, or is refused with a clear O_DIRECT error', { skip: existsSync('/dev/shm') ? false : 'no /dev/shm' }, async (t) => {
   if (statfsSync('/dev/shm').type !== TMPFS_MAGIC) return t.skip('/dev/shm is not tmpfs');
@@ -299,29 +321,68 @@ test('--direct on tmpfs: works, or is refused with a clear O_DIRECT error', { sk
   }
 });
 
-test('the model over a file: requests through the runtime reach the file', async () => {
-  const file = image(filled(32 * SECTOR, 21));
-  const storage = await FileStorage.open(file);
-  try {
-    const h = new DeviceHarness(new BlkDevice({ storage, numQueues: 2 }));
-    const hdr = (type: number, sector: number) => {
-      const b = new Uint8Array(16);
-      new DataView(b.buffer).setUint32(0, type, true);
-      new DataView(b.buffer).setBigUint64(8, BigInt(sector), true);
-      return b;
+for (const aio of ENGINES) {
+  test(`the model over a file: requests through the runtime reach the file (aio=${aio})`, engine(aio), async () => {
+    const file = image(filled(32 * SECTOR, 21));
+    const storage = await FileStorage.open(file, { aio });
+    try {
+      const h = new DeviceHarness(new BlkDevice({ storage, numQueues: 2 }));
+      const hdr = (type: number, sector: number) => {
+        const b = new Uint8Array(16);
+        new DataView(b.buffer).setUint32(0, type, true);
+        new DataView(b.buffer).setBigUint64(8, BigInt(sector), true);
+        return b;
+      };
+      const data = filled(4 * SECTOR, 99);
+      const w = await h.request(1, [hdr(BlkType.OUT, 8), data.subarray(0, 1000), data.subarray(1000)], [1]);
+      assert.equal(w.written[0], BlkStatus.OK);
+      const f = await h.request(0, [hdr(BlkType.FLUSH, 0)], [1]);
+      assert.equal(f.written[0], BlkStatus.OK);
+      assert.deepEqual(new Uint8Array(readFileSync(file).subarray(8 * SECTOR, 12 * SECTOR)), data);
+      const r = await h.request(0, [hdr(BlkType.IN, 8)], [700, 4 * SECTOR - 700 + 1]);
+      assert.deepEqual(r.written.subarray(0, 4 * SECTOR), data);
+      assert.equal(r.written[4 * SECTOR], BlkStatus.OK);
+      const past = await h.request(0, [hdr(BlkType.IN, 31)], [2 * SECTOR + 1]);
+      assert.equal(past.written[2 * SECTOR], BlkStatus.IOERR);
+    } finally {
+      await storage.close();
+    }
+  });
+}
+
+test('aio=auto (the default): transfers up to 64 KiB go through io_uring, larger ones through the thread pool', engine('io_uring'), async () => {
+  const file = image(1024 * 1024);
+  const s = await FileStorage.open(file);
+  const probe = await fsp.open(file, 'r');
+  const handleProto = Object.getPrototypeOf(probe) as { readv(...a: unknown[]): Promise<unknown>; writev(...a: unknown[]): Promise<unknown> };
+  await probe.close();
+  const ringProto = IoRing.prototype as unknown as { read(...a: unknown[]): Promise<number>; write(...a: unknown[]): Promise<number> };
+  const calls: string[] = [];
+  const spy = <T extends object>(o: T, name: keyof T & string, label: string) => {
+    const original = o[name] as (...a: unknown[]) => unknown;
+    (o as Record<string, unknown>)[name] = function (this: unknown, ...args: unknown[]) {
+      calls.push(label);
+      return original.apply(this, args);
     };
-    const data = filled(4 * SECTOR, 99);
-    const w = await h.request(1, [hdr(BlkType.OUT, 8), data.subarray(0, 1000), data.subarray(1000)], [1]);
-    assert.equal(w.written[0], BlkStatus.OK);
-    const f = await h.request(0, [hdr(BlkType.FLUSH, 0)], [1]);
-    assert.equal(f.written[0], BlkStatus.OK);
-    assert.deepEqual(new Uint8Array(readFileSync(file).subarray(8 * SECTOR, 12 * SECTOR)), data);
-    const r = await h.request(0, [hdr(BlkType.IN, 8)], [700, 4 * SECTOR - 700 + 1]);
-    assert.deepEqual(r.written.subarray(0, 4 * SECTOR), data);
-    assert.equal(r.written[4 * SECTOR], BlkStatus.OK);
-    const past = await h.request(0, [hdr(BlkType.IN, 31)], [2 * SECTOR + 1]);
-    assert.equal(past.written[2 * SECTOR], BlkStatus.IOERR);
+    return () => ((o as Record<string, unknown>)[name] = original);
+  };
+  const restore = [spy(handleProto, 'readv', 'pool read'), spy(handleProto, 'writev', 'pool write'), spy(ringProto, 'read', 'ring read'), spy(ringProto, 'write', 'ring write')];
+  try {
+    assert.equal(s.aio, 'auto');
+    const small = filled(64 * 1024, 3);
+    const large = filled(64 * 1024 + SECTOR, 4);
+    await s.write(0, [small]);
+    await s.write(128 * 1024, [large.subarray(0, 1000), large.subarray(1000)]);
+    const back1 = new Uint8Array(small.length);
+    const back2 = new Uint8Array(large.length);
+    await s.read(0, [back1]);
+    await s.read(128 * 1024, [back2]);
+    assert.deepEqual(back1, small);
+    assert.deepEqual(back2, large);
+    assert.deepEqual(calls, ['ring write', 'pool write', 'ring read', 'pool read']);
   } finally {
-    await storage.close();
+    restore.forEach((r) => r());
+    await s.close();
   }
 });
+

@@ -1,7 +1,7 @@
 /**
  * virtio-blk as a registered device (virtio 1.2 §5.2, device ID 2): the model of device.ts over
- * an image file or block device (file-storage.ts: positional I/O on the thread pool, optional
- * O_DIRECT, QEMU-compatible image locks), the embedded guest's driver (/dev/vda) and demo
+ * an image file or block device (file-storage.ts: positional I/O through io_uring or libuv's
+ * thread pool, optional O_DIRECT, QEMU-compatible image locks), the embedded guest's driver (/dev/vda) and demo
  * program `blkcheck`, and the same demo in a real Linux guest with Linux's virtio_blk driver.
  *
  * Both demos save the sectors they use, write a random pattern, read it back and compare, flush,
@@ -10,7 +10,7 @@
  */
 import type { DeviceDefinition, OptionValues } from '../definition.js';
 import { BlkDevice, DEFAULT_QUEUE_SIZE, ID_BYTES, VIRTIO_ID_BLOCK } from './device.js';
-import { FileStorage } from './file-storage.js';
+import { FileStorage, type AioEngine } from './file-storage.js';
 
 /** The embedded demo program's name (argv[0]). */
 export const PROGRAM_NAME = 'blkcheck';
@@ -64,6 +64,13 @@ export const blkDefinition: DeviceDefinition = {
     },
     { flag: 'direct', type: 'boolean', help: 'O_DIRECT: bypass the host page cache (the file system must support it)' },
     {
+      flag: 'aio',
+      type: 'string',
+      valueName: 'ENGINE',
+      check: (v) => (v === 'threads' || v === 'io_uring' || v === 'auto' ? null : "'auto', 'io_uring' or 'threads'"),
+      help: "the I/O engine, as QEMU's aio=: io_uring, threads (libuv's thread pool), or auto (default): io_uring for transfers up to 64 KiB and the pool for larger ones, the pool alone where io_uring is not available",
+    },
+    {
       flag: 'queue-size',
       type: 'integer',
       valueName: 'Q',
@@ -86,6 +93,7 @@ export const blkDefinition: DeviceDefinition = {
     const storage = await FileStorage.open(image, {
       readOnly: values['read-only'] === true,
       direct: values.direct === true,
+      ...(values.aio === undefined ? {} : { aio: values.aio as AioEngine }),
       warn: (line) => env.warn(line),
     });
     return {

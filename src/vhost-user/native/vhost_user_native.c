@@ -49,6 +49,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "io_ring.h"
+
 #define MAX_SAFE_INTEGER 9007199254740991.0 /* 2^53 - 1 */
 #define MAX_SEND_FDS 8                      /* vhost-user's per-message limit */
 #define MAX_RECV_FDS 253                    /* Linux SCM_MAX_FD */
@@ -1538,5 +1540,6 @@ NAPI_MODULE_INIT() {
       {"externalArrayBuffers", NULL, NULL, NULL, NULL, ext, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  NAPI_CALL(env, io_ring_register(env, exports)); /* io_ring.c */
   return exports;
 }
