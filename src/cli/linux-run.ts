@@ -19,6 +19,8 @@ export interface LinuxScenario {
   values: OptionValues;
   positionals: readonly string[];
   verbose: boolean;
+  /** The ring layout: 'packed' starts QEMU's device with packed=on (VIRTIO_F_RING_PACKED). Default split. */
+  ring?: 'split' | 'packed';
 }
 
 const MARKER_EXIT = /^VT_EXIT=\d+$/;
@@ -66,7 +68,7 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
         process.stderr.write('virtio: building the QEMU guest image (first run only)...\n');
         guest = buildQemuGuest();
       }
-      r = await runQemu({ guest, vhostUser: [{ socket, device: qemuDevice! }], command, kernelArgs, timeoutMs: 300_000, onLine });
+      r = await runQemu({ guest, vhostUser: [{ socket, device: qemuDevice!, ...(s.ring === 'packed' ? { packed: true } : {}) }], command, kernelArgs, timeoutMs: 300_000, onLine });
     }
     if (r.timedOut) process.stderr.write(`virtio: the ${machine} guest timed out and was killed\n`);
     if (r.exitCode === null) {

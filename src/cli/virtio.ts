@@ -29,6 +29,8 @@ import { TRACE_OPTIONS, TraceSelectionError, describeEvents, normalizeTraceArgs,
 import { formatDeviceStats } from '../device/status-text.js';
 
 const MACHINES = ['embedded', 'uml', 'qemu'] as const;
+const RINGS = ['split', 'packed'] as const;
+type Ring = (typeof RINGS)[number];
 type Machine = (typeof MACHINES)[number];
 const MAX_COUNT = 10_000_000;
 
@@ -36,6 +38,7 @@ const COMMAND_OPTIONS = {
   device: { type: 'string' },
   count: { type: 'string' },
   machine: { type: 'string' },
+  ring: { type: 'string' },
   verbose: { type: 'boolean' },
   quiet: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -65,6 +68,9 @@ Options:
   --machine M         embedded (default): guest and device threads in this process, no VM, no root
                       uml: a real Linux 6.1 guest (User-Mode Linux), the device over vhost-user
                       qemu: QEMU 7.2 with Debian's Linux 6.1, the device over vhost-user
+  --ring L            the virtqueue layout: split (default; virtio 1.2 §2.7) or packed (§2.8,
+                      VIRTIO_F_RING_PACKED): the guest's driver accepts packed rings, which the
+                      device offers (embedded machine; the vhost-user back end serves split only)
   --verbose           also print the guest's boot messages
   --quiet             print no kernel or device lines, only the program's own output
   --json              print a summary as one JSON object (implies --quiet; embedded machine)
@@ -141,6 +147,13 @@ async function main(): Promise<void> {
       : options.intOption('count', values.count, 1, (k) => Number.isSafeInteger(k) && k >= 1 && k <= MAX_COUNT, `an integer from 1 to ${MAX_COUNT}`);
   const machine = (values.machine ?? 'embedded') as Machine;
   if (!MACHINES.includes(machine)) options.optionError(`--machine must be one of ${MACHINES.join(', ')}, got '${values.machine}'`);
+  const ring = (values.ring ?? 'split') as Ring;
+  if (!RINGS.includes(ring)) options.optionError(`--ring must be one of ${RINGS.join(', ')}, got '${values.ring}'`);
+  if (ring === 'packed' && machine !== 'embedded') {
+    // The vhost-user back end does not offer VIRTIO_F_RING_PACKED yet (backend-session.ts), so
+    // QEMU's packed=on would quietly fall back to split rings; virtio_uml creates split rings only.
+    options.optionError('--ring packed needs --machine embedded: the vhost-user back end serves split rings only (for now)');
+  }
   let deviceValues: OptionValues;
   try {
     deviceValues = parseDeviceOptions(def, values);
@@ -168,7 +181,7 @@ async function main(): Promise<void> {
 
   if (machine !== 'embedded') {
     const { runOnLinux } = await import('./linux-run.js');
-    process.exitCode = await runOnLinux({ machine, definition: def, values: demo, positionals, verbose: values.verbose ?? false });
+    process.exitCode = await runOnLinux({ machine, definition: def, values: demo, positionals, verbose: values.verbose ?? false, ring });
     return;
   }
   const guestSide = def.embedded;
@@ -187,6 +200,7 @@ async function main(): Promise<void> {
       device: def.name,
       deviceOptions: deviceValues,
       argv: guestSide.programArgv(demo, positionals),
+      ring,
       verbose: values.verbose ?? false,
       quiet: json || (values.quiet ?? false),
       ...(progress ? { onProgress: progress.update } : {}),

@@ -9,11 +9,22 @@
  * request, or a bug in the device model) is a device error: the runtime sets
  * DEVICE_NEEDS_RESET, stops all queues, logs the rule that was broken, and sends a
  * configuration change notification if the driver is running (§2.1.2).
+ *
+ * Ring layouts. The runtime offers VIRTIO_F_RING_PACKED beside the split ring's features; the
+ * queues of a driver that negotiated it are served by the packed device half (§2.8,
+ * PackedDeviceQueue), the others by the split one (§2.7, DeviceQueue), both through
+ * DeviceVirtqueue (src/virtio/virtqueue.ts). The three addresses a transport gives per queue
+ * (QueueDesc / QueueDriver / QueueDevice, kept here as desc / avail / used) are, for a packed
+ * ring, the Descriptor Ring and the Driver and Device Event Suppression structures (§2.8.10).
+ * The choice is made when a queue starts, so the split path is the same code as before.
  */
-import { FeatureBit, Status, TRANSPORT_FEATURES, hasFeature, statusNames } from '../virtio/constants.js';
+import { FeatureBit, Status, TRANSPORT_FEATURES, bit, hasFeature, statusNames } from '../virtio/constants.js';
 import type { DescriptorChain } from '../virtio/chain.js';
 import { DeviceQueue, type DeviceQueueStatus } from '../virtio/device-queue.js';
-import { isVirtioError } from '../virtio/errors.js';
+import { PackedDeviceQueue } from '../virtio/packed-device-queue.js';
+import { checkPackedQueueSize, packedRingViewsFromGuest, type PackedRingViews } from '../virtio/packed-ring.js';
+import type { DeviceVirtqueue } from '../virtio/virtqueue.js';
+import { fail, isVirtioError } from '../virtio/errors.js';
 import { NO_QUEUE, TRACE } from '../trace/events.js';
 
 // Trace events emitted here (src/trace/events.ts), bound once.
@@ -64,8 +75,22 @@ export interface QueueConfig {
  */
 export const DEFAULT_PUBLISH_BATCH = 32;
 
+/** The ring and transport features this runtime implements: the split ring's, and the packed ring (§2.8). */
+export const RUNTIME_TRANSPORT_FEATURES = TRANSPORT_FEATURES | bit(FeatureBit.RING_PACKED);
+
+/** Where a started queue resumes (vhost-user SET_VRING_BASE), and for a packed ring what it takes over. */
+export interface QueueBase {
+  /** split: free-running avail index; packed: position | wrap counter << 15. */
+  nextAvail?: number;
+  nextUsed?: number;
+  /** Packed: keep a copy of each list taken, so chains can be resubmitted (PackedDeviceQueue keepLists). */
+  keepLists?: boolean;
+  /** Packed: the queue this one replaces at the same place (PackedDeviceQueue adopt). */
+  adopt?: DeviceVirtqueue | null;
+}
+
 export interface DeviceRuntimeOptions {
-  /** Features offered; default the model's own plus the transport features this runtime implements. */
+  /** Features offered; default the model's own plus the transport features this runtime implements (RUNTIME_TRANSPORT_FEATURES). */
   offeredFeatures?: bigint;
   /**
    * Publish used.idx (and decide about a notification) after the first chain answered in a
@@ -157,7 +182,7 @@ export class DeviceRuntime {
   /** §2.5.1 / §4.2.2 ConfigGeneration: bumped on every device-side config change. */
   configGeneration = 0;
   readonly queues: QueueConfig[];
-  private active: (DeviceQueue | null)[];
+  private active: (DeviceVirtqueue | null)[];
   /** Chains a device model is still answering (asynchronously), per queue: revoked when the queue stops. */
   private held: Set<DescriptorChain>[];
   /**
@@ -179,7 +204,7 @@ export class DeviceRuntime {
     private readonly host: DeviceHost,
     options: DeviceRuntimeOptions = {},
   ) {
-    this.offeredFeatures = options.offeredFeatures ?? device.features | TRANSPORT_FEATURES;
+    this.offeredFeatures = options.offeredFeatures ?? device.features | RUNTIME_TRANSPORT_FEATURES;
     const batch = options.publishBatch ?? DEFAULT_PUBLISH_BATCH;
     if (!Number.isSafeInteger(batch) || batch < 0) throw new RangeError(`publishBatch ${batch} is not a count ≥ 0`);
     this.publishBatch = batch === 0 ? Number.MAX_SAFE_INTEGER : batch;
@@ -320,14 +345,41 @@ export class DeviceRuntime {
     this.process(index, q);
   }
 
-  /** Activates queue `index` over ring views (vhost-user: when the frontend starts the ring). */
-  startQueue(index: number, rings: RingViews, base: { nextAvail?: number; nextUsed?: number } = {}): DeviceQueue {
-    const q = new DeviceQueue(this.memory, rings, {
-      eventIdx: hasFeature(this.driverFeatures, FeatureBit.RING_EVENT_IDX),
-      indirect: hasFeature(this.driverFeatures, FeatureBit.RING_INDIRECT_DESC),
-      index,
-      ...base,
-    });
+  /** VIRTIO_F_RING_PACKED was negotiated: queues are packed rings (§2.8). */
+  get packed(): boolean {
+    return hasFeature(this.driverFeatures, FeatureBit.RING_PACKED);
+  }
+
+  /**
+   * Activates queue `index` over ring views (vhost-user: when the frontend starts the ring):
+   * split views (RingViews) or packed ones (PackedRingViews), which must match the negotiated
+   * layout (a VirtioError FEATURES_INVALID otherwise).
+   */
+  startQueue(index: number, rings: RingViews | PackedRingViews, base: QueueBase = {}): DeviceVirtqueue {
+    const eventIdx = hasFeature(this.driverFeatures, FeatureBit.RING_EVENT_IDX);
+    const indirect = hasFeature(this.driverFeatures, FeatureBit.RING_INDIRECT_DESC);
+    let q: DeviceVirtqueue;
+    if ('avail' in rings) {
+      if (this.packed) fail('FEATURES_INVALID', `queue ${index}: split ring views for a driver that negotiated VIRTIO_F_RING_PACKED`, '§2.8');
+      q = new DeviceQueue(this.memory, rings, {
+        eventIdx,
+        indirect,
+        index,
+        ...(base.nextAvail !== undefined ? { nextAvail: base.nextAvail } : {}),
+        ...(base.nextUsed !== undefined ? { nextUsed: base.nextUsed } : {}),
+      });
+    } else {
+      if (!this.packed) fail('FEATURES_INVALID', `queue ${index}: packed ring views for a driver that did not negotiate VIRTIO_F_RING_PACKED`, '§2.7');
+      q = new PackedDeviceQueue(this.memory, rings, {
+        eventIdx,
+        indirect,
+        index,
+        ...(base.nextAvail !== undefined ? { nextAvail: base.nextAvail } : {}),
+        ...(base.nextUsed !== undefined ? { nextUsed: base.nextUsed } : {}),
+        ...(base.keepLists ? { keepLists: true } : {}),
+        ...(base.adopt instanceof PackedDeviceQueue ? { adopt: base.adopt } : {}),
+      });
+    }
     this.active[index] = q;
     return q;
   }
@@ -340,7 +392,7 @@ export class DeviceRuntime {
     return q ? { nextAvail: q.nextAvail, nextUsed: q.nextUsed } : null;
   }
 
-  activeQueue(index: number): DeviceQueue | null {
+  activeQueue(index: number): DeviceVirtqueue | null {
     return this.active[index] ?? null;
   }
 
@@ -365,9 +417,16 @@ export class DeviceRuntime {
     try {
       this.queues.forEach((cfg, i) => {
         if (!cfg.ready) return;
-        // Indices: avail from 0, used from what is in memory (0 for a driver that zeroed its
-        // ring, §2.7.10.1), as vhost does; hosts that know better pass a base to startQueue.
-        this.startQueue(i, ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used }));
+        // Split indices: avail from 0, used from what is in memory (0 for a driver that zeroed
+        // its ring, §2.7.10.1), as vhost does; packed: position 0, wrap counters 1 (§2.8.1).
+        // Hosts that know better pass a base to startQueue.
+        if (this.packed) {
+          // The size was checked when written, but against the layout negotiated then.
+          checkPackedQueueSize(cfg.size, { max: cfg.maxSize });
+          this.startQueue(i, packedRingViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, driver: cfg.avail, device: cfg.used }));
+        } else {
+          this.startQueue(i, ringViewsFromGuest(this.memory, { size: cfg.size, desc: cfg.desc, avail: cfg.avail, used: cfg.used }));
+        }
       });
       this.device.activate?.(this.context);
     } catch (e) {
@@ -391,7 +450,7 @@ export class DeviceRuntime {
    * answers, and at the end of the pass, each publication with its own notification decision
    * (§2.7.7.2); see DEFAULT_PUBLISH_BATCH.
    */
-  private process(index: number, q: DeviceQueue): void {
+  private process(index: number, q: DeviceVirtqueue): void {
     for (;;) {
       let completed = 0; // answered and not yet published
       let due = this.publishFirst; // the first answer goes out at once
@@ -453,7 +512,7 @@ export class DeviceRuntime {
   }
 
   /** Gives one chain to the device; true if it completed at once (used element added, not published). */
-  private serveChain(index: number, q: DeviceQueue, chain: DescriptorChain): boolean {
+  private serveChain(index: number, q: DeviceVirtqueue, chain: DescriptorChain): boolean {
     const result = this.device.handleChain(index, chain, this.context);
     if (typeof result === 'number') {
       this.checkUsedLength(chain, result);
@@ -491,7 +550,7 @@ export class DeviceRuntime {
     return this.owed.size;
   }
 
-  private completeLater(index: number, q: DeviceQueue, chain: DescriptorChain, result: Promise<number>): void {
+  private completeLater(index: number, q: DeviceVirtqueue, chain: DescriptorChain, result: Promise<number>): void {
     const held = this.held[index]!;
     held.add(chain);
     const owed = result.then(
@@ -524,7 +583,7 @@ export class DeviceRuntime {
     );
   }
 
-  private publish(index: number, q: DeviceQueue): void {
+  private publish(index: number, q: DeviceVirtqueue): void {
     q.publishUsed();
     const c = this.counters[index]!;
     c.flushes++;
@@ -538,7 +597,7 @@ export class DeviceRuntime {
     }
   }
 
-  private traceNotify(index: number, q: DeviceQueue, sent: boolean): void {
+  private traceNotify(index: number, q: DeviceVirtqueue, sent: boolean): void {
     if (sent) EV_NOTIFY.emit(this.vdev, index, q.nextUsed);
     else EV_NOTIFY_SUPPRESSED.emit(this.vdev, index, q.nextUsed, q.usedEventWord(), q.availFlagsWord());
   }

@@ -2,9 +2,18 @@
  * The guest's virtio bus: the transport operations a driver uses (Linux's virtio_config_ops),
  * the generic device initialization of §3.1.1, and virtqueue setup on top of the core's
  * DriverQueue. Transport-independent: the embedded machine supplies a virtio-mmio transport.
+ *
+ * Ring layout: split (§2.7, DriverQueue) unless the bus was made with `ring: 'packed'`, which
+ * adds VIRTIO_F_RING_PACKED to the ring features the guest accepts (as Linux's virtio core
+ * does, vring_transport_features); when the device offers it too, every queue is a packed ring
+ * (§2.8, PackedDriverQueue) whose three areas go to QueueDesc / QueueDriver / QueueDevice
+ * (§4.2.3.2). Drivers see DriverVirtqueue either way.
  */
 import { FeatureBit, Status, bit, hasFeature } from '../virtio/constants.js';
 import { DriverQueue } from '../virtio/driver-queue.js';
+import { PackedDriverQueue } from '../virtio/packed-driver-queue.js';
+import { packedRingLayout, packedRingViewsFromGuest } from '../virtio/packed-ring.js';
+import type { DriverVirtqueue } from '../virtio/virtqueue.js';
 import { ringViewsFromGuest } from '../virtio/ring-views.js';
 import { packedLayout, type SplitRingAddresses } from '../virtio/split-ring.js';
 import type { GuestKernel } from './kernel.js';
@@ -21,7 +30,11 @@ export interface VirtioTransport {
   readConfig(offset: number, length: number): Uint8Array;
   configGeneration(): number;
   queueMaxSize(index: number): number;
-  /** Tells the device where queue `index` lives and marks it ready. */
+  /**
+   * Tells the device where queue `index` lives and marks it ready: `desc`, `avail`, `used` go to
+   * QueueDesc / QueueDriver / QueueDevice (§4.2.3.2): for a packed ring the Descriptor Ring and
+   * the Driver and Device Event Suppression structures (§2.8.10).
+   */
   setupQueue(index: number, ring: SplitRingAddresses): void;
   /** Available buffer notification (§2.7.13.4). */
   notify(index: number): void;
@@ -48,6 +61,15 @@ export class ProbeError extends Error {
 /** Ring features the guest's virtio core supports (Linux's vring_transport_features). */
 const RING_FEATURES = [FeatureBit.RING_INDIRECT_DESC, FeatureBit.RING_EVENT_IDX, FeatureBit.VERSION_1];
 
+/** The ring layouts the guest can be told to use (`virtio --ring`). */
+export const RING_LAYOUTS = ['split', 'packed'] as const;
+export type RingLayout = (typeof RING_LAYOUTS)[number];
+
+export interface VirtioBusOptions {
+  /** 'packed': also accept VIRTIO_F_RING_PACKED (§2.8); default 'split' (§2.7 only). */
+  ring?: RingLayout;
+}
+
 export interface QueueOptions {
   /** Queue size to use; default the device's maximum. */
   size?: number;
@@ -56,13 +78,16 @@ export interface QueueOptions {
 /** A device bound (or being bound) to a driver: negotiated features and queues. */
 export class VirtioDriverDevice {
   features = 0n;
-  private readonly queues: { queue: DriverQueue<unknown>; callback: () => void; ringAddr: number }[] = [];
+  private readonly queues: { queue: DriverVirtqueue<unknown>; callback: () => void; ringAddr: number }[] = [];
   private driver: VirtioDriver | undefined;
+  private readonly ringFeatures: readonly number[];
 
   constructor(
     readonly transport: VirtioTransport,
     readonly kernel: GuestKernel,
+    options: VirtioBusOptions = {},
   ) {
+    this.ringFeatures = options.ring === 'packed' ? [...RING_FEATURES, FeatureBit.RING_PACKED] : RING_FEATURES;
     transport.onInterrupt({
       vring: () => {
         // Linux's vring_interrupt() per queue; queues may be set up sparsely.
@@ -95,7 +120,7 @@ export class VirtioDriverDevice {
     t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
     const offered = t.getDeviceFeatures();
     let wanted = 0n;
-    for (const f of [...driver.features, ...RING_FEATURES]) wanted |= bit(f);
+    for (const f of [...driver.features, ...this.ringFeatures]) wanted |= bit(f);
     this.features = offered & wanted;
     if (!this.hasFeature(FeatureBit.VERSION_1)) {
       t.setStatus(t.getStatus() | Status.FAILED);
@@ -120,11 +145,28 @@ export class VirtioDriverDevice {
   }
 
   /** Sets up queue `index` in guest memory; `callback` runs on used buffer notifications. */
-  findQueue<T>(index: number, callback: () => void, options: QueueOptions = {}): DriverQueue<T> {
+  findQueue<T>(index: number, callback: () => void, options: QueueOptions = {}): DriverVirtqueue<T> {
     const max = this.transport.queueMaxSize(index);
     if (max === 0) throw new ProbeError(`queue ${index} is not available on this device`);
     const size = Math.min(options.size ?? max, max);
     const k = this.kernel;
+    if (this.hasFeature(FeatureBit.RING_PACKED)) {
+      // §2.8.10.1: descriptor ring (16-aligned), driver and device event suppression (4-aligned).
+      const bytes = packedRingLayout(0, size).bytes;
+      const base = k.dmaAlloc(bytes, 4096);
+      if (base === null) throw new ProbeError(`no guest memory for queue ${index} (${bytes} bytes)`);
+      const ring = packedRingLayout(base, size);
+      const queue = new PackedDriverQueue<T>(k.memory, packedRingViewsFromGuest(k.memory, ring), {
+        eventIdx: this.hasFeature(FeatureBit.RING_EVENT_IDX),
+        indirect: this.hasFeature(FeatureBit.RING_INDIRECT_DESC),
+        allocIndirect: (n) => k.dmaAlloc(n, 16),
+        freeIndirect: (a) => k.dmaFree(a),
+        index,
+      });
+      this.transport.setupQueue(index, { size, desc: ring.desc, avail: ring.driver, used: ring.device });
+      this.queues[index] = { queue, callback, ringAddr: base };
+      return queue;
+    }
     const bytes = packedLayout(0, size).bytes;
     const base = k.dmaAlloc(bytes, 4096);
     if (base === null) throw new ProbeError(`no guest memory for queue ${index} (${bytes} bytes)`);
@@ -147,7 +189,7 @@ export class VirtioDriverDevice {
   }
 
   /** Kicks queue `index` if the device wants a notification (§2.7.13.4). */
-  kick(queue: DriverQueue<unknown>, index: number): void {
+  kick(queue: DriverVirtqueue<unknown>, index: number): void {
     if (queue.needsKick()) this.transport.notify(index);
   }
 

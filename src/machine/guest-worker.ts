@@ -41,7 +41,7 @@ async function boot(): Promise<number> {
   const driver = (await guestSide.loadDriver())([data.driverDeviceId], data.deviceOptions);
   let control: MachineControl | undefined;
   if (driver.deviceIds.includes(transport.deviceId)) {
-    const dev = new VirtioDriverDevice(transport, kernel);
+    const dev = new VirtioDriverDevice(transport, kernel, { ring: data.ring });
     // unbind + bind, as through sysfs: reset with buffers in flight, then re-negotiation
     control = {
       async rebind() {

@@ -26,6 +26,8 @@ export interface MachineWorkerData {
   quiet: boolean;
   /** Guest side: the user program's argv. */
   argv: string[];
+  /** Guest side: the ring layout the guest's virtio core accepts (split, or packed when offered). */
+  ring: 'split' | 'packed';
   /** Device side: milliseconds each response is delayed (a slow device), 0 for none. */
   deviceDelayMs: number;
   /** Device side: random delays and stalls (SlowDevice), if any. */

@@ -28,6 +28,11 @@ export interface MachineOptions {
   /** Shorthand for deviceOptions['queue-size'] (devices that have that option). */
   queueSize?: number;
   ramBytes?: number;
+  /**
+   * The ring layout the guest's virtio core accepts: 'split' (default, §2.7) or 'packed'
+   * (§2.8: VIRTIO_F_RING_PACKED, which the device always offers).
+   */
+  ring?: 'split' | 'packed';
   /** Show boot messages (KERN_DEBUG printk). */
   verbose?: boolean;
   /** No kernel or device lines: the program's own output only. */
@@ -115,6 +120,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineResult
     verbose: options.verbose ?? false,
     quiet: options.quiet ?? false,
     argv: options.argv,
+    ring: options.ring ?? 'split',
     deviceDelayMs: options.deviceDelayMs ?? 0,
     ...(options.deviceSlowness ? { deviceSlowness: options.deviceSlowness } : {}),
   };

@@ -8,6 +8,7 @@ import type { VirtioDevice } from '../device/device.js';
 import { Status } from '../virtio/constants.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import { checkQueueSize } from '../virtio/split-ring.js';
+import { checkPackedQueueSize } from '../virtio/packed-ring.js';
 import { TRACE as T } from '../trace/events.js';
 import type { DeviceBus, MmioHandler } from './bus.js';
 import { Interrupt, MMIO, MMIO_MAGIC, MMIO_VENDOR, MMIO_VERSION } from './mmio-registers.js';
@@ -160,7 +161,9 @@ export class MmioDevice implements MmioHandler {
     switch (offset) {
       case MMIO.QueueNum:
         try {
-          checkQueueSize(value, q.maxSize);
+          // §2.7: a split ring's size is a power of two; §2.8.10.1: a packed ring's need not be.
+          if (rt.packed) checkPackedQueueSize(value, { max: q.maxSize });
+          else checkQueueSize(value, q.maxSize);
           q.size = value;
         } catch (e) {
           rt.deviceError(e, this.queueSel);

@@ -30,6 +30,12 @@ export interface QemuVhostUserDevice {
   socket: string;
   /** the -device value without `chardev=`, e.g. 'vhost-user-rng-pci' or 'vhost-user-blk-pci,num-queues=2'. */
   device: string;
+  /**
+   * Offer the guest the packed virtqueue (virtio 1.2 §2.8): the device gets `packed=on`, so
+   * QEMU offers VIRTIO_F_RING_PACKED when the back end does, and Linux's virtio_ring then
+   * creates packed rings. Default: the device's own setting (off in QEMU 7.2: split rings).
+   */
+  packed?: boolean;
   /** reconnect to the back end after this many seconds when the connection drops (chardev `reconnect=`). */
   reconnectSeconds?: number;
 }
@@ -188,13 +194,15 @@ export function qemuArgs(opts: QemuRunOptions, name: string): string[] {
     const socket = path.resolve(d.socket);
     if (Buffer.byteLength(socket) > 107) throw new Error(`runQemu: socket path longer than sun_path allows: ${socket}`);
     if (/(^|,)chardev=/.test(d.device)) throw new Error(`runQemu: give the device without chardev= (${d.device})`);
+    if (d.packed !== undefined && /(^|,)packed=/.test(d.device)) throw new Error(`runQemu: packed is given twice (${d.device})`);
     const id = `vhu${i}`;
     let chardev = `socket,id=${id},path=${optValue(socket)}`;
     if (d.reconnectSeconds !== undefined) {
       if (!Number.isInteger(d.reconnectSeconds) || d.reconnectSeconds < 1) throw new Error(`runQemu: reconnectSeconds must be a positive integer`);
       chardev += `,reconnect=${d.reconnectSeconds}`;
     }
-    args.push('-chardev', chardev, '-device', `${d.device},chardev=${id}`);
+    const packed = d.packed === undefined ? '' : `,packed=${d.packed ? 'on' : 'off'}`;
+    args.push('-chardev', chardev, '-device', `${d.device}${packed},chardev=${id}`);
   });
   args.push(...(opts.extraQemuArgs ?? []));
   return args;

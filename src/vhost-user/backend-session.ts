@@ -38,7 +38,7 @@
  */
 import type { VirtioDevice } from '../device/device.js';
 import { DeviceRuntime, type DeviceHost } from '../device/runtime.js';
-import { FeatureBit, Status, bit, hasFeature, statusNames } from '../virtio/constants.js';
+import { FeatureBit, Status, TRANSPORT_FEATURES, bit, hasFeature, statusNames } from '../virtio/constants.js';
 import { fail, isVirtioError } from '../virtio/errors.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { ringViewsFromBytes, type RingViews } from '../virtio/ring-views.js';
@@ -222,7 +222,14 @@ export class BackendSession {
       warn: (line) => options.warn(line),
       onDeviceError: (q) => this.signalDeviceError(q),
     };
-    this.runtime = new DeviceRuntime(this.device, this.memory, host, options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch });
+    // The packed ring (VIRTIO_F_RING_PACKED) is not offered over vhost-user yet: this session
+    // maps SET_VRING_ADDR to split rings only, and VHOST_USER_GET_INFLIGHT_FD's region would need
+    // the packed layout (vhost-user.rst "Inflight I/O tracking"). The embedded machine offers it.
+    const offeredFeatures = (options.device.features | TRANSPORT_FEATURES) & ~bit(FeatureBit.RING_PACKED);
+    this.runtime = new DeviceRuntime(this.device, this.memory, host, {
+      offeredFeatures,
+      ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),
+    });
     this.offeredFeatures = this.runtime.offeredFeatures | bit(VHOST_USER_F_PROTOCOL_FEATURES);
     this.vrings = options.device.queueMaxSizes.map(
       (_, i) => new Vring(i, (index) => this.kick(index), (line) => options.warn(line)),

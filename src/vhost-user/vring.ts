@@ -11,7 +11,7 @@
  * is no fd: the front-end polls ([vhost-user "VHOST_USER_SET_VRING_CALL"]).
  */
 import { fstatSync, readlinkSync } from 'node:fs';
-import type { DeviceQueue } from '../virtio/device-queue.js';
+import type { DeviceVirtqueue } from '../virtio/virtqueue.js';
 import { loadNative, native, type Watch } from './native/index.js';
 import { closeQuietly } from './message-channel.js';
 
@@ -107,7 +107,7 @@ export class Vring {
   started = false;
   enabled = false;
   /** The device queue while the ring runs in the runtime (kept after a runtime-side stop, for GET_VRING_BASE). */
-  queue: DeviceQueue | null = null;
+  queue: DeviceVirtqueue | null = null;
 
   private kickFd: number | null = null;
   private kickWatch: Watch | null = null;

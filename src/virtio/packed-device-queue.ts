@@ -4,31 +4,22 @@
  * of device-queue.ts: same method names, same DescriptorChain, same typed errors where the rule
  * is the same, so device models cannot tell which ring they are served from.
  *
- * For whoever integrates it into the runtime (src/device/runtime.ts uses exactly these), the
- * interface both device halves implement:
+ * It implements DeviceVirtqueue (virtqueue.ts), which DeviceRuntime uses for both layouts; the
+ * runtime picks this half when VIRTIO_F_RING_PACKED was negotiated, over the transport's three
+ * area addresses (desc = Descriptor Ring, driver = Driver Event Suppression, device = Device
+ * Event Suppression; §2.8.10, §4.2.3.2 QueueDesc/QueueDriver/QueueDevice). vhost-user
+ * GET_VRING_BASE answers `vringBase` (both positions with their wrap counters, packed-ring.ts);
+ * SET_VRING_BASE passes `parsePackedVringBase(num)` as nextAvail/nextUsed.
  *
- *   interface DeviceVirtqueue {
- *     readonly size: number;
- *     readonly nextAvail: number;   // split: free-running avail index; packed: position | wrap << 15
- *     readonly nextUsed: number;    // split: free-running used index;  packed: position | wrap << 15
- *     pending(): number;            // split: chains waiting; packed: 1 if at least one, else 0
- *     hasAvailable(): boolean;      // split: pending() !== 0 (to add to DeviceQueue)
- *     pop(reuse?: DescriptorChain): DescriptorChain | null;   // throws VirtioError on a bad list
- *     addUsed(head: number, len: number): void;   // head = chain.head (split: head descriptor; packed: buffer id)
- *     publishUsed(): void;
- *     pushUsed(chain: DescriptorChain, len: number): void;
- *     needsNotification(): boolean; // after publishUsed(); consumes the published range
- *     disableNotifications(): void;
- *     enableNotifications(): boolean;  // true: work arrived meanwhile, keep processing
- *   }
- *
- * with a factory on VIRTIO_F_RING_PACKED in DeviceRuntime.startQueue (ring views differ:
- * RingViews vs PackedRingViews; the transport's three area addresses map to desc/driver/device).
- * Split-only today: `chainAt(head)` (vhost-user inflight resubmission, which for packed rings
- * needs the inflight region's packed format) and the free-running index arithmetic. vhost-user
- * GET_VRING_BASE answers `vringBase` for packed rings (both halves and wrap counters, see
- * packed-ring.ts) and `nextAvail` for split ones; SET_VRING_BASE passes `parsePackedVringBase(num)`
- * as the options' nextAvail/nextUsed.
+ * Resubmission (vhost-user: chains a model still held when its ring was stopped are handed to
+ * it again when the ring starts). A split ring's chain can be walked again from its head: the
+ * driver does not touch the descriptor table until the chain is used. A packed ring's cannot:
+ * used descriptors are written in completion order from the used position, over descriptors of
+ * lists still in flight (§2.8.9, §2.8.22). With `keepLists` the queue therefore keeps a copy of
+ * the descriptors of each list it took (4 words per descriptor, at the list's own ring
+ * positions; an indirect table stays in guest memory, the driver keeps it until the buffer is
+ * used, §2.8.7), and `chainAt(id)` walks that copy; `adopt` carries the copy and the ids in
+ * flight over to the queue that replaces this one when the ring restarts.
  *
  * Everything the driver wrote is untrusted: each list is validated while it is walked; a
  * violation throws a VirtioError naming the rule and leaves the queue's state as it was. Walks
@@ -39,6 +30,7 @@ import { DescFlags, MAX_PACKED_QUEUE_SIZE, RingEventFlags } from './constants.js
 import { DescriptorChain } from './chain.js';
 import { fail } from './errors.js';
 import { joinAddress, type GuestMemory } from './memory.js';
+import type { DeviceQueueStatus } from './device-queue.js';
 import {
   INITIAL_RING_INDEX,
   W3_AVAIL_SHIFT,
@@ -47,6 +39,7 @@ import {
   encodeRingIndex,
   eventWants,
   eventWord,
+  eventWordDesc,
   eventWordFlags,
   linearIndex,
   packedVringBase,
@@ -72,6 +65,17 @@ export interface PackedDeviceQueueOptions {
    * for drivers that build longer tables for tiny queues (see device-queue.ts walkIndirect).
    */
   maxIndirectEntries?: number;
+  /** The queue's index in its device (status, trace events; default 0). */
+  index?: number;
+  /** Keep a copy of each list taken, for chainAt() (see the file comment). */
+  keepLists?: boolean;
+  /**
+   * The queue this one replaces after a ring restart at the same place (vhost-user stop/start
+   * with buffers in flight): its ids in flight, their lists (with `keepLists`) and their
+   * positions are taken over, so their used descriptors can still be written and their chains
+   * resubmitted. Ignored when its size differs.
+   */
+  adopt?: PackedDeviceQueue;
 }
 
 const U32_LIMIT = 0x1_0000_0000;
@@ -79,6 +83,8 @@ const { NEXT, WRITE, INDIRECT } = DescFlags;
 
 export class PackedDeviceQueue {
   readonly size: number;
+  /** The queue's index in its device. */
+  readonly index: number;
   private availPos: number;
   private availWrap: number;
   private usedPos: number;
@@ -87,6 +93,10 @@ export class PackedDeviceQueue {
   private inFlight: number;
   /** Per buffer id: ring descriptors its list occupied (0: not in flight). §2.8.6: the skip count. */
   private readonly idSlots: Uint16Array;
+  /** Per buffer id in flight: the ring position of its list's first descriptor. */
+  private readonly idPos: Uint16Array;
+  /** With keepLists: the descriptor words of every list taken, at their ring positions. */
+  private readonly lists: Uint32Array | null;
   /** Word index and value of the first used descriptor's id|flags of an unpublished batch, or -1. */
   private pendingAt = -1;
   private pendingWord = 0;
@@ -107,6 +117,7 @@ export class PackedDeviceQueue {
     options: PackedDeviceQueueOptions,
   ) {
     const size = (this.size = rings.size);
+    this.index = options.index ?? 0;
     this.desc = rings.desc;
     this.driverEvent = rings.driverEvent;
     this.deviceEvent = rings.deviceEvent;
@@ -125,7 +136,29 @@ export class PackedDeviceQueue {
       fail('QUEUE_BASE_INVALID', `next available ${options.nextAvail} is ${this.inFlight} descriptors ahead of next used ${options.nextUsed}, more than the queue size ${size}`, '§2.8');
     }
     this.idSlots = new Uint16Array(size);
+    this.idPos = new Uint16Array(size);
+    this.lists = options.keepLists ? new Uint32Array(4 * size) : null;
     this.signalledLin = linearIndex(u.pos, u.wrap, size);
+    const old = options.adopt;
+    if (old && old.size === size) {
+      // Only lists that fit the in-flight window given by the bases are taken over.
+      let slots = 0;
+      for (let id = 0; id < size; id++) slots += old.idSlots[id]!;
+      if (slots === this.inFlight) {
+        this.idSlots.set(old.idSlots);
+        this.idPos.set(old.idPos);
+        if (this.lists && old.lists) this.lists.set(old.lists);
+      }
+    }
+  }
+
+  /** Buffer ids taken and not yet used, oldest list first (by ring position from the used position). */
+  idsInFlight(): number[] {
+    const ids: number[] = [];
+    for (let id = 0; id < this.size; id++) if (this.idSlots[id] !== 0) ids.push(id);
+    const from = this.usedPos;
+    const dist = (id: number) => (this.idPos[id]! - from + this.size) % this.size;
+    return ids.sort((a, b) => dist(a) - dist(b));
   }
 
   /** The next descriptor to read, as `position | wrap counter << 15` (vhost-user last_avail_idx). */
@@ -217,6 +250,8 @@ export class PackedDeviceQueue {
     if (id >= size) fail('PACKED_ID_INVALID', `buffer id ${id} ≥ queue size ${size}`, '§2.8.21.1');
     if (this.idSlots[id] !== 0) fail('PACKED_ID_IN_USE', `buffer id ${id} is already in flight`, '§2.8.21.1');
     this.idSlots[id] = slots;
+    this.idPos[id] = this.availPos;
+    if (this.lists) this.keepList(this.availPos, slots);
     this.inFlight += slots;
     this.availPos = pos;
     this.availWrap = wrap;
@@ -269,6 +304,88 @@ export class PackedDeviceQueue {
     }
     this.addUsed(chain.head, len);
     this.publishUsed();
+  }
+
+  /**
+   * The chain of buffer `id` (still in flight) again, from the copy kept when it was taken
+   * (`keepLists`): for vhost-user resubmission after a ring restart. Its segments are validated
+   * again against guest memory as it is now. Throws VirtioError when the id is not in flight or
+   * no copy was kept.
+   */
+  chainAt(id: number): DescriptorChain {
+    const lists = this.lists;
+    const slots = id >= 0 && id < this.size ? this.idSlots[id]! : 0;
+    if (slots === 0) fail('PACKED_ID_INVALID', `buffer id ${id} is not in flight`, '§2.8.21.1');
+    if (lists === null) fail('PACKED_ID_INVALID', `buffer id ${id} is in flight but its list was not kept (keepLists): it cannot be walked again`, '§2.8.22');
+    const chain = new DescriptorChain(id);
+    let pos = this.idPos[id]!;
+    for (let k = 0; k < slots; k++) {
+      const w = 4 * pos;
+      const flags = lists[w + 3]! >>> 16;
+      chain.descriptorCount++;
+      if (flags & INDIRECT) this.walkIndirect(chain, joinAddress(lists[w]!, lists[w + 1]!), lists[w + 2]!, flags);
+      else this.addSegment(chain, joinAddress(lists[w]!, lists[w + 1]!), lists[w + 2]!, flags);
+      if (++pos === this.size) pos = 0;
+    }
+    return chain;
+  }
+
+  /** Copies the `slots` descriptors of a list just taken from ring position `pos` (keepLists). */
+  private keepList(pos: number, slots: number): void {
+    const lists = this.lists!;
+    const desc = this.desc;
+    for (let k = 0; k < slots; k++) {
+      const w = 4 * pos;
+      lists[w] = desc[w]!;
+      lists[w + 1] = desc[w + 1]!;
+      lists[w + 2] = desc[w + 2]!;
+      lists[w + 3] = desc[w + 3]!;
+      if (++pos === this.size) pos = 0;
+    }
+  }
+
+  /** The Driver Event Suppression word (desc | flags << 16): trace events' used_event. */
+  usedEventWord(): number {
+    return Atomics.load(this.driverEvent, 0);
+  }
+
+  /** The driver's event flags (ENABLE 0, DISABLE 1, DESC 2): trace events' avail flags. */
+  availFlagsWord(): number {
+    return eventWordFlags(Atomics.load(this.driverEvent, 0));
+  }
+
+  /**
+   * The queue's state in the split ring's terms (DeviceQueueStatus), with the packed
+   * equivalents: indices are `position | wrap << 15` (lastAvailIdx = shadowAvailIdx = availIdx =
+   * the next position to read: a packed ring has no avail index in memory), usedIdx =
+   * publishedUsedIdx = the next used position, inuse = ring descriptors in flight; availFlags /
+   * usedFlags are the driver's / device's event flags (ENABLE 0, DISABLE 1, DESC 2), usedEvent /
+   * availEvent their desc_event_off|wrap when in DESC mode (else null).
+   */
+  status(): DeviceQueueStatus {
+    const drv = Atomics.load(this.driverEvent, 0);
+    const dev = Atomics.load(this.deviceEvent, 0);
+    const drvFlags = eventWordFlags(drv);
+    const devFlags = eventWordFlags(dev);
+    const used = this.nextUsed;
+    return {
+      size: this.size,
+      lastAvailIdx: this.nextAvail,
+      shadowAvailIdx: this.nextAvail,
+      availIdx: this.nextAvail,
+      usedIdx: used,
+      publishedUsedIdx: this.pendingAt >= 0 ? -1 : used,
+      signalledUsed: encodeRingIndex(this.signalledLin % this.size, this.signalledLin < this.size ? 1 : 0),
+      signalledUsedValid: this.signalledValid,
+      inuse: this.inFlight,
+      eventIdx: this.eventIdx,
+      indirect: this.indirect,
+      availFlags: drvFlags,
+      usedFlags: devFlags,
+      usedEvent: drvFlags === RingEventFlags.DESC ? eventWordDesc(drv) : null,
+      availEvent: devFlags === RingEventFlags.DESC ? eventWordDesc(dev) : null,
+      kicksEnabled: devFlags !== RingEventFlags.DISABLE,
+    };
   }
 
   /**

@@ -44,6 +44,8 @@ export interface PackedDriverQueueOptions {
    * device allows longer lists. Longer buffers go as direct lists (≤ size) or are refused.
    */
   maxIndirectEntries?: number;
+  /** The queue's index in its device (default 0). */
+  index?: number;
 }
 
 const TWO_32 = 0x1_0000_0000;
@@ -51,6 +53,8 @@ const { NEXT, WRITE, INDIRECT } = DescFlags;
 
 export class PackedDriverQueue<T = unknown> {
   readonly size: number;
+  /** The queue's index in its device. */
+  readonly index: number;
   private readonly desc: Uint32Array;
   private readonly driverEvent: Uint32Array;
   private readonly deviceEvent: Uint32Array;
@@ -91,6 +95,7 @@ export class PackedDriverQueue<T = unknown> {
     private readonly options: PackedDriverQueueOptions,
   ) {
     this.size = rings.size;
+    this.index = options.index ?? 0;
     this.desc = rings.desc;
     this.driverEvent = rings.driverEvent;
     this.deviceEvent = rings.deviceEvent;
@@ -213,6 +218,11 @@ export class PackedDriverQueue<T = unknown> {
     const w3 = Atomics.load(this.desc, 4 * this.usedPos + 3);
     const wrap = this.usedWrap;
     return ((w3 >>> W3_AVAIL_SHIFT) & 1) === wrap && w3 >>> W3_USED_SHIFT === wrap;
+  }
+
+  /** 1 when a used descriptor waits to be collected, else 0 (a packed ring cannot count without walking). */
+  pendingUsed(): number {
+    return this.hasUsed() ? 1 : 0;
   }
 
   /**

@@ -37,6 +37,12 @@ test('values that are not integers in 0..255 are refused (the seed turns 300 int
   for (const good of ['0', '255', '007']) assert.equal(run(good).status, 0, good);
 });
 
+test('--ring packed runs the seed program over a packed ring with the same output', () => {
+  const r = run('--ring', 'packed', '10');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /virtio response ret is 111/);
+});
+
 test('bad options get a clear message and exit 2', () => {
   for (const [args, msg] of [
     [['--queue-size', '100', '1'], /--queue-size must be a power of two/],
@@ -44,6 +50,8 @@ test('bad options get a clear message and exit 2', () => {
     [['--count', '0', '1'], /--count must be/],
     [['--device-id', 'abc', '1'], /--device-id must be/],
     [['--machine', 'vm', '1'], /--machine must be/],
+    [['--ring', 'ring', '1'], /--ring must be one of split, packed/],
+    [['--ring', 'packed', '--machine', 'uml', '1'], /--ring packed needs --machine embedded/],
     [['--device', 'nope', '1'], /--device must be one of/],
     [['--nope', '1'], /Unknown option/],
   ] as const) {

@@ -8,9 +8,9 @@ import { RAM, bringUp, harness } from '../helpers/runtime.js';
 const V1 = bit(FeatureBit.VERSION_1);
 const ACK_DRIVER = Status.ACKNOWLEDGE | Status.DRIVER;
 
-test('offers the device features plus VERSION_1, INDIRECT_DESC and EVENT_IDX', () => {
+test('offers the device features plus VERSION_1, INDIRECT_DESC, EVENT_IDX and RING_PACKED', () => {
   const h = harness(new VirtioTestDevice());
-  assert.equal(h.runtime.offeredFeatures, bit(0) | V1 | bit(FeatureBit.RING_INDIRECT_DESC) | bit(FeatureBit.RING_EVENT_IDX));
+  assert.equal(h.runtime.offeredFeatures, bit(0) | V1 | bit(FeatureBit.RING_INDIRECT_DESC) | bit(FeatureBit.RING_EVENT_IDX) | bit(FeatureBit.RING_PACKED));
 });
 
 test('FEATURES_OK is refused for a feature that was not offered (§2.2.1)', () => {

@@ -39,7 +39,7 @@ import {
   VIRTIO_ID_BLOCK,
 } from '../../devices/blk/device.js';
 import { Status } from '../../virtio/constants.js';
-import type { DriverQueue } from '../../virtio/driver-queue.js';
+import type { DriverVirtqueue } from '../../virtio/virtqueue.js';
 import { Errno, type FileOperations, type GuestKernel, type OpenFile } from '../kernel.js';
 import type { VirtioDriver, VirtioDriverDevice } from '../virtio-bus.js';
 
@@ -97,7 +97,7 @@ class BlkDisk {
   constructor(
     private readonly dev: VirtioDriverDevice,
     private readonly kernel: GuestKernel,
-    private readonly vqs: DriverQueue<Request>[],
+    private readonly vqs: DriverVirtqueue<Request>[],
     readonly info: BlkDiskInfo,
     name: string,
     private readonly driverName: string,

@@ -17,7 +17,7 @@
  *    and later readers get EIO.
  */
 import { Status } from '../../virtio/constants.js';
-import type { DriverQueue } from '../../virtio/driver-queue.js';
+import type { DriverVirtqueue } from '../../virtio/virtqueue.js';
 import type { OptionValues } from '../../devices/definition.js';
 import { Errno, type FileOperations, type GuestKernel } from '../kernel.js';
 import type { VirtioDriver, VirtioDriverDevice } from '../virtio-bus.js';
@@ -46,7 +46,7 @@ class RngInstance {
   constructor(
     private readonly dev: VirtioDriverDevice,
     private readonly kernel: GuestKernel,
-    private readonly vq: DriverQueue<Request>,
+    private readonly vq: DriverVirtqueue<Request>,
   ) {
     this.miscName = kernel.registerMisc(MISC_NAME, this.fileOperations());
   }

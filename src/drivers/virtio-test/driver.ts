@@ -18,7 +18,7 @@
  * like /sys/module/virtio_test/parameters/); `virtioTestCounters` counts what happened.
  */
 import { Status } from '../../virtio/constants.js';
-import type { DriverQueue } from '../../virtio/driver-queue.js';
+import type { DriverVirtqueue } from '../../virtio/virtqueue.js';
 import {
   REQUEST_SIZE,
   RESPONSE_SIZE,
@@ -107,7 +107,7 @@ class VirtioTestInstance {
   constructor(
     private readonly dev: VirtioDriverDevice,
     private readonly kernel: GuestKernel,
-    private readonly vq: DriverQueue<Request>,
+    private readonly vq: DriverVirtqueue<Request>,
     private readonly interruptDelay?: InterruptDelay,
   ) {
     this.miscName = kernel.registerMisc(MISC_NAME, this.fileOperations());
