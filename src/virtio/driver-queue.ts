@@ -230,6 +230,9 @@ export class DriverQueue<T = unknown> {
 
   /** True when the device has returned buffers we have not collected. */
   hasUsed(): boolean {
+    // A broken queue has nothing more to give (Linux's virtqueue_poll): otherwise the usual
+    // collect-then-enableCallbacks loop would spin on used entries getUsed() no longer takes.
+    if (this.broken) return false;
     return Atomics.load(this.used16, 1) !== this.lastUsed;
   }
 

@@ -215,6 +215,7 @@ export class PackedDriverQueue<T = unknown> {
 
   /** True when the device has written a used descriptor we have not collected (acquire load). */
   hasUsed(): boolean {
+    if (this.broken) return false; // as the split half: a broken queue gives nothing more
     const w3 = Atomics.load(this.desc, 4 * this.usedPos + 3);
     const wrap = this.usedWrap;
     return ((w3 >>> W3_AVAIL_SHIFT) & 1) === wrap && w3 >>> W3_USED_SHIFT === wrap;

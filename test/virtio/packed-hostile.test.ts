@@ -323,6 +323,8 @@ function expectBroken(r: PackedRing, code: VirtioErrorCode): void {
   assert.throws(() => r.driver.getUsed(), (e: unknown) => e instanceof VirtioError && e.code === code);
   assert.ok(r.driver.isBroken);
   assert.equal(r.driver.getUsed(), null, 'a broken queue returns nothing more');
+  assert.equal(r.driver.hasUsed(), false, 'nor reports anything to collect');
+  assert.equal(r.driver.enableCallbacks(), true, 'so a collect-then-enable loop ends');
   assert.equal(r.driver.add([{ addr: BUF, len: 1 }], [], 1), false, 'a broken queue accepts nothing');
   const back = r.driver.detachUnused();
   assert.equal(r.driver.numFree, r.driver.size, 'descriptors back after detachUnused');

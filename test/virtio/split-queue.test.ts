@@ -239,6 +239,10 @@ test('a used id that is not in flight breaks the driver queue instead of corrupt
   assert.throws(() => r.driver.getUsed(), /USED_ID_INVALID/);
   assert.equal(r.driver.isBroken, true);
   assert.equal(r.driver.getUsed(), null);
+  // The used entry is still there, but a broken queue offers nothing more: a driver's
+  // collect-then-enableCallbacks loop ends instead of spinning (Linux's virtqueue_poll).
+  assert.equal(r.driver.hasUsed(), false);
+  assert.equal(r.driver.enableCallbacks(), true);
 });
 
 test('detachUnused returns every buffer in flight and frees the descriptors', () => {
