@@ -65,7 +65,12 @@ describe('vhost-user back-end with the TypeScript front-end', () => {
     await withClient(srv, {}, async (c) => {
       const f = await c.frontend.getFeatures();
       const want =
-        bit(0) | bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_INDIRECT_DESC) | bit(FeatureBit.RING_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+        bit(0) |
+        bit(FeatureBit.VERSION_1) |
+        bit(FeatureBit.RING_INDIRECT_DESC) |
+        bit(FeatureBit.RING_EVENT_IDX) |
+        bit(FeatureBit.RING_PACKED) |
+        bit(VHOST_USER_F_PROTOCOL_FEATURES);
       assert.equal(f, want);
       const p = await c.frontend.getProtocolFeatures();
       assert.equal(p, OFFERED_PROTOCOL_FEATURES);
