@@ -69,8 +69,9 @@ Options:
                       uml: a real Linux 6.1 guest (User-Mode Linux), the device over vhost-user
                       qemu: QEMU 7.2 with Debian's Linux 6.1, the device over vhost-user
   --ring L            the virtqueue layout: split (default; virtio 1.2 §2.7) or packed (§2.8,
-                      VIRTIO_F_RING_PACKED): the guest's driver accepts packed rings, which the
-                      device offers (embedded machine; the vhost-user back end serves split only)
+                      VIRTIO_F_RING_PACKED), which the device offers and the guest's driver
+                      accepts: embedded machine, or qemu (QEMU's packed=on); not uml (virtio_uml
+                      creates split rings only)
   --verbose           also print the guest's boot messages
   --quiet             print no kernel or device lines, only the program's own output
   --json              print a summary as one JSON object (implies --quiet; embedded machine)
@@ -149,10 +150,10 @@ async function main(): Promise<void> {
   if (!MACHINES.includes(machine)) options.optionError(`--machine must be one of ${MACHINES.join(', ')}, got '${values.machine}'`);
   const ring = (values.ring ?? 'split') as Ring;
   if (!RINGS.includes(ring)) options.optionError(`--ring must be one of ${RINGS.join(', ')}, got '${values.ring}'`);
-  if (ring === 'packed' && machine !== 'embedded') {
-    // The vhost-user back end does not offer VIRTIO_F_RING_PACKED yet (backend-session.ts), so
-    // QEMU's packed=on would quietly fall back to split rings; virtio_uml creates split rings only.
-    options.optionError('--ring packed needs --machine embedded: the vhost-user back end serves split rings only (for now)');
+  if (ring === 'packed' && machine === 'uml') {
+    // Linux's virtio_uml creates split rings only (it never offers VIRTIO_F_RING_PACKED to its
+    // drivers); QEMU's packed=on and the embedded machine do.
+    options.optionError("--ring packed needs --machine embedded or qemu: UML's virtio_uml creates split rings only");
   }
   let deviceValues: OptionValues;
   try {
