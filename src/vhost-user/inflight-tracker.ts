@@ -4,9 +4,10 @@
  * each chain the runtime hands to the model (taken from the available ring) and each one
  * the model completes (about to be returned in the used ring).
  *
- * The runtime publishes used elements after handleChain returns (batched per pass), so the
- * "used_idx moved, clear the last batch" step is done lazily by `settle` before every
- * record; a crash in between is exactly the reconnection case the spec's recovery covers.
+ * The runtime publishes used elements after handleChain returns (batched per pass, and for
+ * asynchronous answers in the order their promises settle), so the "used_idx moved, clear
+ * what it published" step is done lazily by `settle` before every record, from the used ring
+ * itself; a crash in between is exactly the reconnection case the spec's recovery covers.
  *
  * It also remembers, in this process and with or without an inflight buffer, the chains the
  * model holds (handleChain returned a promise that has not settled). When the session stops
@@ -22,6 +23,8 @@ export interface TrackedQueue {
   region: InflightQueue;
   /** The used ring's idx as published in guest memory. */
   usedIdx(): number;
+  /** used.ring[slot].id: the head a published used element names. */
+  usedHead(slot: number): number;
 }
 
 /** A chain handed to the model and not completed yet. */
@@ -111,22 +114,14 @@ export class InflightTrackingDevice implements VirtioDevice {
 
   private handleTracked(queue: number, chain: DescriptorChain, ctx: DeviceContext): number | Promise<number> {
     const t = this.tracked[queue] ?? null;
-    if (t === null) return this.inner.handleChain(queue, chain, ctx);
-    t.region.settle(t.usedIdx());
-    t.region.begin(chain.head);
-    const result = this.inner.handleChain(queue, chain, ctx);
-    if (typeof result === 'number') {
-      t.region.settle(t.usedIdx());
-      t.region.link(chain.head);
-      return result;
+    if (t !== null) {
+      // Settle what was published since the last head was taken, then record this one. Its
+      // completion needs no record: the next settle (or a restarted back-end's recover) finds
+      // it in the used ring once the runtime has published it (InflightQueue.settle).
+      t.region.settle(t.usedIdx(), t.usedHead);
+      t.region.begin(chain.head);
     }
-    return result.then((len) => {
-      if (this.tracked[queue] === t) {
-        t.region.settle(t.usedIdx());
-        t.region.link(chain.head);
-      }
-      return len;
-    });
+    return this.inner.handleChain(queue, chain, ctx);
   }
 
   activate(ctx: DeviceContext): void {

@@ -9,12 +9,12 @@
  *                      0       u64 features        (0)
  *                      8       u16 version         (1; 0 = not initialised yet)
  *                      10      u16 desc_num        (= queue size)
- *                      12      u16 last_batch_head (head of the list of the last used batch)
- *                      14      u16 used_idx        (used.idx when the last batch was settled)
+ *                      12      u16 last_batch_head (0: settle reads the used ring instead, see there)
+ *                      14      u16 used_idx        (used.idx at the last settle)
  *                      16      DescStateSplit desc[desc_num]
  *   DescStateSplit     0       u8  inflight
  *                      1       u8  padding[5]
- *                      6       u16 next            (batch list link)
+ *                      6       u16 next            (batch list link; unused, 0)
  *                      8       u64 counter         (order in which heads were taken)
  *
  * Only the back-end interprets the buffer (the front-end keeps it and hands it back), so the
@@ -68,9 +68,6 @@ export class InflightQueue {
   get descNum(): number {
     return this.view.getUint16(10, true);
   }
-  get lastBatchHead(): number {
-    return this.view.getUint16(12, true);
-  }
   get usedIdx(): number {
     return this.view.getUint16(14, true);
   }
@@ -99,39 +96,44 @@ export class InflightQueue {
   }
 
   /**
-   * "When supplying used buffers to the driver", steps 1-3: `head` joins the batch that the
-   * next used.idx update publishes. Call `settle` first, so the list only holds that batch.
+   * "When supplying used buffers to the driver", the bookkeeping: the used elements published
+   * since the last settle, from the region's `used_idx` up to the ring's used.idx
+   * (`ringUsedIdx`), name heads that are no longer in flight. This is also the reconnection
+   * rule ([vhost-user "Inflight I/O tracking"], "When reconnecting" step 1).
+   *
+   * The spec's method links each completed head into a "last batch" list just before the
+   * used.idx update that publishes it. That holds only when completion and publication happen
+   * in the same order; here a model's answers arrive as promises and are published by the
+   * runtime (batched) in whatever order they settle, so a list built at completion time can
+   * name a head not yet published (lost if the back-end dies) and miss one that was
+   * (resubmitted twice). The used ring itself says exactly which heads were published: they
+   * are read from it (`usedHead(slot)` = used.ring[slot].id). At most one ring's worth can
+   * have been published between two settles (a settle comes before every head is taken, and
+   * no more than the ring's size are in flight), so the elements are all still in the ring.
+   * `last_batch_head` is left 0: only this back-end reads the region.
    */
-  link(head: number): void {
-    this.view.setUint16(HEADER + DESC_STATE * head + 6, this.lastBatchHead, true);
-    this.view.setUint16(12, head, true);
-  }
-
-  /**
-   * The remaining steps, done lazily: if used.idx (`ringUsedIdx`) moved past `used_idx`, the
-   * last batch was published, so its heads are no longer in flight. This is also the
-   * reconnection rule ([vhost-user "Inflight I/O tracking"], "When reconnecting" step 1).
-   */
-  settle(ringUsedIdx: number): void {
-    const used = this.usedIdx;
-    if (used === (ringUsedIdx & 0xffff)) return;
-    const batch = (ringUsedIdx - used) & 0xffff;
-    const n = Math.min(this.descNum, this.capacity);
-    let head = this.lastBatchHead;
-    for (let k = 0; k < batch && k < n && head < n; k++) {
-      const at = HEADER + DESC_STATE * head;
-      this.view.setUint8(at, 0);
-      head = this.view.getUint16(at + 6, true);
+  settle(ringUsedIdx: number, usedHead: (slot: number) => number): void {
+    const from = this.usedIdx;
+    const to = ringUsedIdx & 0xffff;
+    if (from === to) return;
+    const size = this.descNum;
+    const n = Math.min(size, this.capacity);
+    if (size > 0) {
+      const count = Math.min((to - from) & 0xffff, size);
+      for (let i = (to - count) & 0xffff; i !== to; i = (i + 1) & 0xffff) {
+        const head = usedHead(i % size);
+        if (head < n) this.view.setUint8(HEADER + DESC_STATE * head, 0);
+      }
     }
-    this.view.setUint16(14, ringUsedIdx & 0xffff, true);
+    this.view.setUint16(14, to, true);
   }
 
   /**
    * "When reconnecting": settles the last batch, then returns the heads still in flight in
    * the order they were taken (by counter). Later heads get larger counters.
    */
-  recover(ringUsedIdx: number): number[] {
-    this.settle(ringUsedIdx);
+  recover(ringUsedIdx: number, usedHead: (slot: number) => number): number[] {
+    this.settle(ringUsedIdx, usedHead);
     const found: { head: number; counter: bigint }[] = [];
     for (let head = 0; head < Math.min(this.descNum, this.capacity); head++) {
       const at = HEADER + DESC_STATE * head;
