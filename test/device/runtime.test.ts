@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
-import { RAM, bringUp, harness } from '../helpers/runtime.js';
+import { RAM, answeringWith, bringUp, harness } from '../helpers/runtime.js';
 
 const V1 = bit(FeatureBit.VERSION_1);
 const ACK_DRIVER = Status.ACKNOWLEDGE | Status.DRIVER;
@@ -213,4 +213,91 @@ test('a device answering after a reset cannot write into the buffers the driver 
   release();
   await new Promise((r) => setImmediate(r));
   assert.ok(h.memory.slice(RAM + 0x8100, 12).every((b) => b === 0), 'the late answer was not written');
+});
+
+// The used length a device model answers (DeviceRuntime.checkUsedLength): §2.7.8 "len: the total
+// bytes written into the buffer", so an integer from 0 to the chain's device-writable bytes. Each
+// chain here has 48 readable and 12 writable bytes; the boundary values are the ones a wrong check
+// (> instead of >=, readable + writable instead of writable, no integer test, no sign test) lets through.
+const READABLE = 48;
+const WRITABLE = 12;
+const BAD_LENGTHS = [WRITABLE + 1, -1, 0.5, WRITABLE - 0.5, READABLE + WRITABLE, Number.NaN];
+
+for (const timing of ['at once', 'later (a promise)'] as const) {
+  const answer = (len: number) => (timing === 'at once' ? () => len : async () => len);
+  const flush = () => new Promise((r) => setImmediate(r));
+
+  test(`a used length of exactly the writable bytes, and 0, are accepted (${timing})`, async () => {
+    for (const len of [WRITABLE, 0]) {
+      const h = harness(answeringWith(answer(len)));
+      const driver = bringUp(h);
+      driver.add([{ addr: RAM + 0x8000, len: READABLE }], [{ addr: RAM + 0x8100, len: WRITABLE }], 1);
+      h.runtime.notify(0);
+      await flush();
+      assert.deepEqual(driver.getUsed(), { token: 1, len }, `len ${len}`);
+      assert.equal(h.runtime.status & Status.NEEDS_RESET, 0, `len ${len}: no device error`);
+      assert.deepEqual(h.deviceErrors, []);
+      assert.deepEqual(h.interrupts, [0]);
+    }
+  });
+
+  for (const len of BAD_LENGTHS) {
+    test(`a used length of ${len} for ${READABLE} readable + ${WRITABLE} writable bytes is a device error (${timing})`, async () => {
+      const h = harness(answeringWith(answer(len)));
+      const driver = bringUp(h);
+      driver.add([{ addr: RAM + 0x8000, len: READABLE }], [{ addr: RAM + 0x8100, len: WRITABLE }], 1);
+      h.runtime.notify(0);
+      await flush();
+      assert.ok(h.runtime.status & Status.NEEDS_RESET, 'NEEDS_RESET');
+      assert.equal(h.deviceErrors.length, 1);
+      assert.equal(h.configInterrupts, 1, 'the driver is told by a configuration change notification (§2.1.2)');
+      assert.match(h.warnings.join('\n'), new RegExp(`device error on queue 0: .*used length ${len} for a chain with ${WRITABLE} writable bytes`));
+      assert.equal(driver.getUsed(), null, 'no used element');
+      assert.deepEqual(h.interrupts, [], 'no used buffer notification');
+      assert.equal(h.runtime.activeQueue(0), null, 'the queue stopped');
+    });
+  }
+}
+
+test('a device model whose promise rejects is a device error: NEEDS_RESET, no used element, the queue stops', async () => {
+  let reject!: (e: Error) => void;
+  const h = harness(answeringWith(() => new Promise<number>((_, r) => (reject = r))));
+  const driver = bringUp(h);
+  driver.add([{ addr: RAM + 0x8000, len: READABLE }], [{ addr: RAM + 0x8100, len: WRITABLE }], 1);
+  h.runtime.notify(0);
+  assert.equal(h.runtime.owedCount, 1);
+  assert.equal(h.runtime.status & Status.NEEDS_RESET, 0, 'nothing wrong while the answer is owed');
+  reject(new Error('backing store gone'));
+  await h.runtime.settled();
+  await new Promise((r) => setImmediate(r));
+  assert.ok(h.runtime.status & Status.NEEDS_RESET, 'NEEDS_RESET');
+  assert.equal(h.deviceErrors.length, 1);
+  assert.equal((h.deviceErrors[0] as Error).message, 'backing store gone');
+  assert.equal(h.configInterrupts, 1);
+  assert.match(h.warnings.join('\n'), /device error on queue 0: device model failed: Error: backing store gone/);
+  assert.equal(driver.getUsed(), null, 'no used element');
+  assert.deepEqual(h.interrupts, []);
+  assert.equal(h.runtime.activeQueue(0), null, 'the queue stopped');
+  assert.equal(h.runtime.owedCount, 0, 'nothing owed any more');
+  // Further buffers are not served; a reset and a new handshake serve again.
+  driver.add([{ addr: RAM + 0x9000, len: READABLE }], [{ addr: RAM + 0x9100, len: WRITABLE }], 2);
+  h.runtime.notify(0);
+  assert.equal(h.runtime.owedCount, 0, 'the stopped queue gave the model nothing');
+  h.runtime.writeStatus(0);
+  assert.equal(h.runtime.status, 0);
+});
+
+test('a promise that rejects after a reset is not a device error of the new session', async () => {
+  const rejects: ((e: Error) => void)[] = [];
+  const h = harness(answeringWith(() => new Promise<number>((_, r) => rejects.push(r))));
+  const driver = bringUp(h);
+  driver.add([{ addr: RAM + 0x8000, len: READABLE }], [{ addr: RAM + 0x8100, len: WRITABLE }], 1);
+  h.runtime.notify(0);
+  h.runtime.writeStatus(0);
+  bringUp(h);
+  rejects[0]!(new Error('late failure'));
+  await h.runtime.settled();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(h.runtime.status & Status.NEEDS_RESET, 0);
+  assert.deepEqual(h.deviceErrors, []);
 });

@@ -1,5 +1,7 @@
 /** A DeviceRuntime with a recording host, and a driver queue on the same memory, in one thread. */
 import type { VirtioDevice } from '../../src/device/device.js';
+import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { DeviceRuntime, type DeviceHost, type DeviceRuntimeOptions } from '../../src/device/runtime.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { DriverQueue } from '../../src/virtio/driver-queue.js';
@@ -61,4 +63,15 @@ export function bringUp(
   });
   rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
   return driver;
+}
+
+/**
+ * A virtio-test device model whose answer to every chain is `answer(chain)` instead of its own
+ * (a number: at once; a promise: later), for driving the runtime's checks on a model's answers.
+ */
+export function answeringWith(answer: (chain: DescriptorChain) => number | Promise<number>): VirtioDevice {
+  const dev = new VirtioTestDevice({ print: false });
+  return Object.assign(Object.create(Object.getPrototypeOf(dev) as object) as VirtioDevice, dev, {
+    handleChain: (_queue: number, chain: DescriptorChain) => answer(chain),
+  });
 }
