@@ -10,6 +10,7 @@
  */
 import { AVAIL_F_NO_INTERRUPT, DescFlags, MAX_QUEUE_SIZE, USED_F_NO_NOTIFY } from './constants.js';
 import { DescriptorChain } from './chain.js';
+import type { ElementDescriptor, QueueElement } from './queue-element.js';
 import { fail } from './errors.js';
 import { joinAddress, type GuestMemory } from './memory.js';
 import { availEventIndex, usedEventIndex, type RingViews } from './ring-views.js';
@@ -190,6 +191,69 @@ export class DeviceQueue {
    */
   chainAt(head: number): DescriptorChain {
     return this.walk(head);
+  }
+
+  /**
+   * The chain at descriptor `head`, or by default the next available one (null when none is),
+   * decoded for a status query (x-query-virtio-queue-element) without taking it: the chain is
+   * first walked with pop()'s validation (a VirtioError names a broken rule), then its
+   * descriptors are read as written. Nothing moves but the avail.idx cache pending() keeps.
+   */
+  element(head?: number): QueueElement | null {
+    let availIndex: number | null = null;
+    if (head === undefined) {
+      if (this.pending() === 0) return null; // §2.7.6 checked there
+      availIndex = this.nextAvail;
+      head = this.avail[2 + (this.nextAvail & (this.size - 1))]!;
+    } else if (!(Number.isInteger(head) && head >= 0)) {
+      throw new RangeError(`descriptor index ${head} is not an index`);
+    }
+    const chain = this.walk(head);
+    // Validated; the read below is bounded the same way should the driver rewrite it meanwhile.
+    const descriptors: ElementDescriptor[] = [];
+    const desc = this.desc;
+    let i = head;
+    for (let n = 0; n < this.size && i < this.size; n++) {
+      const w = 4 * i;
+      const flags = desc[w + 3]! & 0xffff;
+      const d: ElementDescriptor = { index: i, addr: joinAddress(desc[w]!, desc[w + 1]!), len: desc[w + 2]!, flags };
+      if (flags & DescFlags.NEXT) d.next = desc[w + 3]! >>> 16;
+      descriptors.push(d);
+      if (flags & DescFlags.INDIRECT) {
+        d.table = this.indirectEntries(d.addr, d.len);
+        break;
+      }
+      if (!(flags & DescFlags.NEXT)) break;
+      i = d.next!;
+    }
+    return {
+      head,
+      availIndex,
+      readable: chain.readableLength,
+      writable: chain.writableLength,
+      descriptorCount: chain.descriptorCount,
+      descriptors,
+    };
+  }
+
+  /** An indirect table's entries in table order (§2.7.5.3), for element(). */
+  private indirectEntries(addr: number, len: number): ElementDescriptor[] {
+    const region = this.memory.region(addr, len);
+    const base = addr - region.guestAddr;
+    const out: ElementDescriptor[] = [];
+    for (let k = 0; k < Math.floor(len / 16); k++) {
+      const o = base + 16 * k;
+      const flags = region.view.getUint16(o + 12, true);
+      const d: ElementDescriptor = {
+        index: k,
+        addr: joinAddress(region.view.getUint32(o, true), region.view.getUint32(o + 4, true)),
+        len: region.view.getUint32(o + 8, true),
+        flags,
+      };
+      if (flags & DescFlags.NEXT) d.next = region.view.getUint16(o + 14, true);
+      out.push(d);
+    }
+    return out;
   }
 
   /**

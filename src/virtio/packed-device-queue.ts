@@ -28,6 +28,7 @@
  */
 import { DescFlags, MAX_PACKED_QUEUE_SIZE, RingEventFlags } from './constants.js';
 import { DescriptorChain } from './chain.js';
+import type { ElementDescriptor, QueueElement } from './queue-element.js';
 import { fail } from './errors.js';
 import { joinAddress, type GuestMemory } from './memory.js';
 import type { DeviceQueueStatus } from './device-queue.js';
@@ -257,6 +258,67 @@ export class PackedDeviceQueue {
     this.availWrap = wrap;
     chain.head = id;
     return chain;
+  }
+
+  /**
+   * The next available list (null when none is), decoded for a status query
+   * (x-query-virtio-queue-element) without taking it. It is walked by pop() itself, so with the
+   * same validation (a VirtioError names the broken rule, and pop() moves nothing then); a list
+   * that passes is put back at once: its id leaves the in-flight set and the available position
+   * returns (a kept copy, with keepLists, sits at positions not in flight and is rewritten when
+   * the list is really taken). `position`, if given, must be that next position: only there is
+   * a packed list known to start (§2.8.6).
+   */
+  element(position?: number): QueueElement | null {
+    const pos0 = this.availPos;
+    if (position !== undefined && position !== pos0) {
+      throw new RangeError(`a packed ring is decoded from its next available position (${pos0}), not ${position}`);
+    }
+    const wrap0 = this.availWrap;
+    const inFlight0 = this.inFlight;
+    const chain = this.pop();
+    if (chain === null) return null;
+    const slots = this.inFlight - inFlight0;
+    this.idSlots[chain.head] = 0;
+    this.inFlight = inFlight0;
+    this.availPos = pos0;
+    this.availWrap = wrap0;
+    const descriptors: ElementDescriptor[] = [];
+    const desc = this.desc;
+    for (let n = 0, pos = pos0; n < slots; n++) {
+      const w = 4 * pos;
+      const flags = desc[w + 3]! >>> 16;
+      const d: ElementDescriptor = { index: pos, addr: joinAddress(desc[w]!, desc[w + 1]!), len: desc[w + 2]!, flags, id: desc[w + 3]! & 0xffff };
+      if (flags & INDIRECT) d.table = this.indirectEntries(d.addr, d.len);
+      descriptors.push(d);
+      if (++pos === this.size) pos = 0;
+    }
+    return {
+      head: chain.head,
+      availIndex: encodeRingIndex(pos0, wrap0),
+      readable: chain.readableLength,
+      writable: chain.writableLength,
+      descriptorCount: chain.descriptorCount,
+      descriptors,
+    };
+  }
+
+  /** A packed indirect table's entries (struct pvirtq_desc, §2.8.7), for element(). */
+  private indirectEntries(addr: number, len: number): ElementDescriptor[] {
+    const region = this.memory.region(addr, len);
+    const base = addr - region.guestAddr;
+    const out: ElementDescriptor[] = [];
+    for (let k = 0; k < Math.floor(len / 16); k++) {
+      const o = base + 16 * k;
+      out.push({
+        index: k,
+        addr: joinAddress(region.view.getUint32(o, true), region.view.getUint32(o + 4, true)),
+        len: region.view.getUint32(o + 8, true),
+        flags: region.view.getUint16(o + 14, true),
+        id: region.view.getUint16(o + 12, true),
+      });
+    }
+    return out;
   }
 
   /**

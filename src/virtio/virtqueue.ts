@@ -11,6 +11,7 @@
  */
 import type { DescriptorChain } from './chain.js';
 import type { DeviceQueueStatus } from './device-queue.js';
+import type { QueueElement } from './queue-element.js';
 import type { Buffer, UsedBuffer } from './driver-queue.js';
 
 /** The device half (DeviceQueue, PackedDeviceQueue). */
@@ -43,6 +44,12 @@ export interface DeviceVirtqueue {
   enableNotifications(): boolean;
   /** The queue's state for status queries (packed: fields carry the packed equivalents, see PackedDeviceQueue.status). */
   status(): DeviceQueueStatus;
+  /**
+   * The chain at `at` (split: a descriptor index; packed: a ring position), by default the next
+   * available one (null when none is), decoded for status queries without being taken; walked
+   * with pop()'s validation first (VirtioError on a bad chain).
+   */
+  element(at?: number): QueueElement | null;
   /** For trace events: the driver's used-notification word and flags. */
   usedEventWord(): number;
   availFlagsWord(): number;
