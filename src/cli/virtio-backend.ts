@@ -15,6 +15,10 @@
  * and STATUS= go to that datagram socket. Socket activation: with LISTEN_PID = our pid and
  * LISTEN_FDS = 1 (systemd .socket units), fd 3 is the listening socket.
  *
+ * Live state: --control-socket PATH also listens on a Unix socket (0600, removed on exit) that
+ * answers JSON-line queries modelled on QEMU's x-query-virtio-* (src/vhost-user/control-server.ts);
+ * `virtio-backend query PATH [status|queue N|element N [I]|stats] [--json]` asks it (control-query.ts).
+ *
  * `virtio-test-backend` is this command with `--device virtio-test` fixed (runBackend).
  */
 import { closeSync, existsSync, readFileSync, realpathSync, writeSync } from 'node:fs';
@@ -25,6 +29,8 @@ import type { DeviceDefinition, DeviceEnvironment, DeviceFactory, OptionValues }
 import { DEVICES, deviceNames, findDevice } from '../devices/registry.js';
 import { DEFAULT_PUBLISH_BATCH } from '../device/runtime.js';
 import { serveDevice, type BackendServer } from '../vhost-user/backend-server.js';
+import { serveControl, type ControlServer } from '../vhost-user/control-server.js';
+import { QUERY_USAGE, runQuery } from './control-query.js';
 import { native } from '../vhost-user/native/index.js';
 import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import {
@@ -71,8 +77,10 @@ const DAEMON_OPTIONS = {
   fd: { type: 'string' },
   'socket-mode': { type: 'string' },
   'socket-group': { type: 'string' },
+  'control-socket': { type: 'string' },
   'print-capabilities': { type: 'boolean' },
   'publish-batch': { type: 'string' },
+  packed: { type: 'boolean' },
   quiet: { type: 'boolean' },
   ...TRACE_OPTIONS,
   'ready-fd': { type: 'string' },
@@ -152,6 +160,7 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
       `Usage: ${p} ${dev}--socket-path PATH [options]${device ? '' : ' [device options]'}`,
       `       ${p} ${dev}--fd N [options]`,
       `       ${p} ${dev}--print-capabilities`,
+      `       ${p} ${QUERY_USAGE}`,
       '',
       'Serves a virtio device over vhost-user to a front-end (QEMU, User-Mode Linux virtio_uml,',
       'cloud-hypervisor), one front-end at a time, following the vhost-user "Backend program',
@@ -167,8 +176,10 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
     ['--fd N', `serve on the listening Unix socket inherited as fd N (≥ 3) instead of creating one; excludes ${sock}`],
     ['--socket-mode MODE', `permission bits of the socket file, in octal (default ${DEFAULT_SOCKET_MODE.toString(8).padStart(4, '0')}: only its owner may connect); e.g. 0660 with --socket-group`],
     ['--socket-group GROUP', 'the group (name or gid) of the socket file'],
+    ['--control-socket PATH', `also listen on the Unix socket PATH (mode 0600, removed on exit) for JSON-line queries of the live state (device status, features, queue indices, one chain, counters; like QEMU's x-query-virtio-*): ${cmd.fixedDevice ? 'virtio-backend' : p} query PATH [status|queue N|element N [I]|stats] [--json] asks it`],
     ['--print-capabilities', `print the back-end's capabilities as JSON ({"type": ...}) and exit${cmd.fixedDevice ? '' : '; needs --device'}`],
     ['--publish-batch N', `publish the used ring after the first answer of a pass, then every N answers (default ${DEFAULT_PUBLISH_BATCH}; 0: once per pass). Smaller lets the driver recycle buffers sooner.`],
+    ['--packed', 'also offer the packed virtqueue (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8), for QEMU devices with packed=on. Not for UML: virtio_uml takes it and gets its ring base wrong. Packed rings are not tracked in the inflight buffer: a restart of this daemon loses their requests in flight (docs/vhost-user.md).'],
     ['--quiet', "do not print the device's lines"],
     ...traceHelpRows(BARE_TRACE),
     ['--ready-fd N', 'write "ready\\n" to file descriptor N once listening, then close it'],
@@ -191,6 +202,9 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
     '(systemd Type=notify), sends READY=1 and STATUS= to that socket (a path or @abstract name).',
     'Socket activation: with LISTEN_PID set to its pid and LISTEN_FDS=1 (a systemd .socket unit),',
     `it serves on fd 3, which must be a listening Unix stream socket; then no ${sock} or --fd.`,
+    `query PATH [status | queue N | element N [I] | stats] [--json]: asks a daemon started with`,
+    '--control-socket PATH and prints the answer as text (--json: the JSON line); exit status 1',
+    'for an error answer, a missing socket or no answer within 2 s.',
     `Stops cleanly on SIGINT or SIGTERM; the socket file is removed if it created it (not with --fd`,
     'or socket activation). Exit status: 2 for a bad command line, 1 when it cannot start.',
   );
@@ -297,6 +311,11 @@ function ringLimit(sizes: readonly number[]): number {
  */
 export async function runBackend(givenArgv: readonly string[], cmd: BackendCommand): Promise<void> {
   const { program } = cmd;
+  if (givenArgv[0] === 'query' && !cmd.fixedDevice) {
+    const status = await runQuery(givenArgv.slice(1), program, (s) => void process.stdout.write(`${s}\n`), (s) => void process.stderr.write(`${s}\n`));
+    process.exitCode = status;
+    return;
+  }
   const argv = normalizeTraceArgs(givenArgv, BARE_TRACE);
   const options: OptionParser = optionParser(program);
   const intOption = options.intOption;
@@ -408,6 +427,13 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
     }
     source = { kind: 'path', path: socketPath, mode, gid };
   }
+  const controlPath = v['control-socket'] as string | undefined;
+  if (controlPath !== undefined) {
+    if (controlPath === '') optionError('--control-socket needs a PATH');
+    const bytes = Buffer.byteLength(controlPath);
+    if (bytes > MAX_SOCKET_PATH) optionError(`--control-socket path is too long for a Unix socket (${bytes} bytes, at most ${MAX_SOCKET_PATH})`);
+    if (source.kind === 'path' && path.resolve(controlPath) === path.resolve(source.path)) optionError('--control-socket must differ from the vhost-user socket');
+  }
   const readyFd = intOption('ready-fd', v['ready-fd'] as string | undefined, -1, (n) => Number.isInteger(n) && n >= 3, 'a file descriptor number ≥ 3');
   const publishBatch = intOption(
     'publish-batch',
@@ -473,6 +499,7 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
       info: (line) => out(`${program}: ${line}`),
       maxQueueSize,
       publishBatch,
+      ...(v['packed'] === true ? { packedRing: true } : {}),
       ...(TRACE.vhost_user_recv.enabled ? { trace: emitVhostUserRecv } : {}),
     });
   } catch (e) {
@@ -481,9 +508,34 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
     if (err.code === 'ERR_NATIVE_NO_EXTERNAL_BUFFERS' || /native addon/.test(err.message)) fatal(err.message);
     fatal(source.kind === 'path' ? `cannot listen on ${source.path}: ${err.message}` : `${source.origin}: ${err.message}`);
   }
+  let control: ControlServer | undefined;
+  if (controlPath !== undefined) {
+    const live = server;
+    try {
+      control = serveControl({
+        socketPath: controlPath,
+        target: {
+          name: def.name,
+          deviceId: def.deviceId,
+          get session() {
+            return live.session;
+          },
+          get connections() {
+            return live.connections;
+          },
+        },
+        warn,
+      });
+    } catch (e) {
+      await server.close();
+      await closeFactory();
+      fatal(`cannot listen on the control socket ${controlPath}: ${(e as Error).message}`);
+    }
+  }
   const where = source.kind === 'path' ? source.path : `fd ${source.fd}${server.socketPath ? `, ${server.socketPath}` : ''}`;
   const description = factory.description ?? `device ${def.deviceId}`;
   out(`${program}: listening on ${where} (${description})`);
+  if (control) out(`${program}: control socket on ${control.socketPath}`);
   if (readyFd >= 0) {
     try {
       writeSync(readyFd, 'ready\n');
@@ -500,8 +552,7 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
     stopping = true;
     out(`${program}: ${signal}: shutting down`);
     notifyServiceManager('STOPPING=1\n', warn);
-    void server
-      .close()
+    void Promise.all([server.close(), control?.close()])
       .then(closeFactory)
       .then(() => traceOutput?.close())
       .then(
