@@ -40,7 +40,7 @@
  *    connection is closed ([vhost-user "Communication"]: "If back-end detects some error such
  *    as incompatible features, it may also close the connection"), never a silent
  *    continuation nor a reply of the wrong size;
- *  - lenient (the default until the older suites are moved over): an ack whenever NEED_REPLY
+ *  - lenient (`strict: false`, kept for front-ends that need it): an ack whenever NEED_REPLY
  *    is set, an empty payload for requests that always reply, otherwise only the warning.
  * Strict mode also refuses what the lenient mode still lets through for compatibility: fds on
  * a request that takes none, a memfd as kick/call/err fd, and state-changing requests whose
@@ -204,10 +204,10 @@ class Fds {
 
 export class BackendSession {
   /**
-   * `strict` for sessions that do not set it (serveDevice's, the daemons'): false until the
-   * test suites that pin the lenient behaviour are moved over (docs/reliability.md).
+   * `strict` for sessions that do not set it (serveDevice's, the daemons'): true, the
+   * project's rule (docs/reliability.md "vhost-user control plane: the refusal rule").
    */
-  static strictByDefault = false;
+  static strictByDefault = true;
 
   readonly memory = new GuestMemory();
   /** BackendSessionOptions.strict, resolved when the session was made. */

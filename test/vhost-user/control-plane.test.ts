@@ -7,8 +7,8 @@
  * front-end must still be served. Plus: memory tables that drop a running ring, the data
  * plane's chain-length rules over vhost-user, and a second front-end while one is served.
  *
- * This file turns strict mode on for its own process (node --test runs each file in one);
- * hostile.test.ts and malformed.test.ts pin the lenient mode.
+ * Strict is the default (BackendSession.strictByDefault; checked in `before`).
+ * hostile.test.ts and malformed.test.ts assert the same verdicts for their cases.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -95,12 +95,12 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   const fifo = path.join(tmp.dir, 'a-fifo');
 
   before(async () => {
-    BackendSession.strictByDefault = true;
     mkdirSync(dir);
     execFileSync('mkfifo', [fifo]);
     srv = startServer({ maxMemSlots: 4 });
     const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
     await c.request(1);
+    assert.equal(srv.server.session!.strict, true, "serveDevice's sessions are strict by default");
     c.close();
     await srv.server.idle();
     assert.equal(srv.server.connections, 1);
@@ -113,7 +113,6 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
     assert.deepEqual(memfdMappings(), []);
     await srv.close();
     tmp.remove();
-    BackendSession.strictByDefault = false;
   });
 
   const session = (): BackendSession => srv.server.session!;

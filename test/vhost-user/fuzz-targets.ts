@@ -8,13 +8,15 @@
  * - `vhost-user-session`: the back-end's state machine, driven synchronously: a BackendSession
  *   on one end of a socket pair gets a random sequence of (mostly well-formed, then mutated)
  *   requests with real fds (eventfds, memfds whose content is random guest memory, sockets),
- *   plus kicks, and the replies are read back from the other end after every request.
+ *   plus kicks, and the replies are read back from the other end after every request. The
+ *   session is strict (the default) or lenient (`strict: false`), as the input says; a stored
+ *   input without `strict` is checked in both modes.
  */
 import fc from 'fast-check';
 import { readFileSync, readdirSync } from 'node:fs';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
-import { BackendSession } from '../../src/vhost-user/backend-session.js';
+import { BackendSession, OFFERED_PROTOCOL_FEATURES } from '../../src/vhost-user/backend-session.js';
 import { ProtocolError, REQUEST_RULES, checkHeader, checkRequest, decodeHeader, encodeMessage, type RawMessage } from '../../src/vhost-user/codec.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import {
@@ -33,7 +35,7 @@ import {
   encodeVringAddress,
   encodeVringState,
 } from '../../src/vhost-user/payloads.js';
-import { HEADER_SIZE, HeaderFlag, MAX_PAYLOAD_SIZE, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD } from '../../src/vhost-user/protocol.js';
+import { HEADER_SIZE, HeaderFlag, MAX_PAYLOAD_SIZE, ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD, pbit, requestName } from '../../src/vhost-user/protocol.js';
 import { FeatureBit, bit } from '../../src/virtio/constants.js';
 import type { FuzzTarget } from '../fuzz/targets.js';
 
@@ -268,6 +270,8 @@ export interface SessionInput {
   /** Bytes then overwritten: [offset in the memfd, value]. */
   flips: [number, number][];
   ops: SessionOp[];
+  /** BackendSessionOptions.strict; absent (stored inputs from before): checked both ways. */
+  strict?: boolean;
 }
 
 /** Requests this back-end answers before SET_OWNER (see backend-session.ts). */
@@ -300,7 +304,7 @@ const opening: fc.Arbitrary<SessionOp[]> = fc.oneof({ weight: 6, arbitrary: fc.c
   const m = (request: number, payload: Uint8Array, fds: FdKind[] = []): FuzzMessage => ({ request, flags: nr, payload: hex(payload), fds });
   const features = bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_EVENT_IDX) | bit(FeatureBit.RING_INDIRECT_DESC) | bit(0) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
   const ops: SessionOp[] = [
-    m(Request.SET_PROTOCOL_FEATURES, encodeU64(0x1_322bn)),
+    m(Request.SET_PROTOCOL_FEATURES, encodeU64(OFFERED_PROTOCOL_FEATURES)),
     m(Request.SET_FEATURES, encodeU64(features)),
     m(Request.SET_MEM_TABLE, encodeMemTable([{ guestAddr: 0n, size: 0x10000n, userAddr: userBase, mmapOffset: 0n }]), ['memfd']),
     m(Request.SET_VRING_NUM, encodeVringState({ index: 0, num: 16 })),
@@ -408,8 +412,9 @@ function readReplies(fd: number): RawMessage[] {
 export const vhostUserSession: FuzzTarget<SessionInput> = {
   name: 'vhost-user-session',
   description:
-    'BackendSession under random requests (real fds, random guest memory) and kicks: no exception, no internal error, replies exactly where due, configuration refused before SET_OWNER, regions disjoint; after close no fd, mapping or timer left',
+    'BackendSession (strict or lenient) under random requests (real fds, random guest memory) and kicks: no exception, no internal error, replies exactly where due, a strict refusal is a non-zero ack or a close, configuration refused before SET_OWNER, regions disjoint; after close no fd, mapping or timer left',
   arbitrary: fc.record({
+    strict: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
     memSeed: fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 0x7fff_ffff }) }),
     ring: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 8 })),
     flips: fc.oneof(
@@ -424,6 +429,18 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
       .map(([a, b]) => [...a, ...b]),
   }),
   check(input) {
+    for (const strict of input.strict === undefined ? [true, false] : [input.strict]) checkSession(input, strict);
+  },
+};
+
+/**
+ * One run of `input` against a session. Strict ([vhost-user "Communication"], the module comment
+ * of backend-session.ts): a refusal is a non-zero ack only where REPLY_ACK was negotiated before
+ * the request and it has NEED_REPLY, GET_CONFIG's empty reply, or else the connection closed
+ * with nothing sent (the rest of the input is then not sent). Lenient: the session never closes.
+ */
+function checkSession(input: SessionInput, strict: boolean): void {
+  {
     const fdsBefore = fdNumbers();
     const mappingsBefore = fuzzMappings();
     const timersBefore = timers();
@@ -439,6 +456,7 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
       maxQueueSize: 256,
       maxMemSlots: MAX_SLOTS,
       onClose: (r) => (closedReason = r),
+      strict,
     });
     const onMessage = (session as unknown as { onMessage(m: RawMessage): void }).onMessage.bind(session);
     const kick = (session as unknown as { kick(i: number): void }).kick.bind(session);
@@ -452,16 +470,30 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
         } else {
           const payload = unhex(op.payload);
           const fds = op.fds.map((kind) => makeFd(kind, input.memSeed === 0 ? 0 : input.memSeed + k, input, extra));
+          const ackNegotiated = (session.protocolFeatures & pbit(ProtocolFeature.REPLY_ACK)) !== 0n;
           onMessage({ request: op.request >>> 0, flags: op.flags >>> 0, size: payload.length, payload, fds, truncatedFds: false });
-          ensure(closedReason === undefined, () => `the session closed (${closedReason}) at ${where()}`);
           const replies = readReplies(mine);
           const needReply = (op.flags & HeaderFlag.NEED_REPLY) !== 0;
-          const due = ALWAYS_REPLIES.has(op.request) || needReply;
+          const always = ALWAYS_REPLIES.has(op.request);
+          if (closedReason !== undefined) {
+            ensure(strict, () => `a lenient session closed (${closedReason}) at ${where()}`);
+            ensure(replies.length === 0, () => `${replies.length} replies before the close at ${where()}`);
+            ensure(
+              typeof closedReason === 'string' && closedReason.startsWith(`${requestName(op.request >>> 0)} refused: `),
+              () => `closed for another reason (${closedReason}) at ${where()}`,
+            );
+            ensure(!(always ? op.request === Request.GET_CONFIG : needReply && ackNegotiated), () => `closed although the refusal could be answered at ${where()}`);
+            break;
+          }
+          const due = always || needReply;
           ensure(replies.length === (due ? 1 : 0), () => `${replies.length} replies at ${where()}`);
           const r = replies[0];
           if (r) {
             ensure(r.request === op.request && r.flags === (HeaderFlag.VERSION | HeaderFlag.REPLY), () => `reply header ${JSON.stringify(r)} at ${where()}`);
-            const ok = ALWAYS_REPLIES.has(op.request) ? r.size > 0 : (ensure(r.size === 8, `ack of ${r.size} bytes at ${where()}`), decodeU64(r.payload) === 0n);
+            const ok = always ? r.size > 0 : (ensure(r.size === 8, `ack of ${r.size} bytes at ${where()}`), decodeU64(r.payload) === 0n);
+            if (strict && !ok) {
+              ensure(always ? op.request === Request.GET_CONFIG : ackNegotiated, () => `a refusal answered where it should close the connection at ${where()}`);
+            }
             ensure(r.fds.length === (ok && op.request === Request.GET_INFLIGHT_FD ? 1 : 0), () => `${r.fds.length} fds in the reply at ${where()}`);
             r.fds.forEach((f) => native.close(f));
             if (!owned && !BEFORE_OWNER.has(op.request)) ensure(!ok, () => `accepted before SET_OWNER: ${where()}`);
@@ -497,7 +529,7 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
     ensure(JSON.stringify(fdsAfter) === JSON.stringify(fdsBefore), () => `fds leaked: ${fdsAfter.filter((f) => !fdsBefore.includes(f)).join(', ')}`);
     ensure(fuzzMappings() === mappingsBefore, 'a guest memory mapping was left');
     ensure(timers() === timersBefore, 'a poll or retry timer was left');
-  },
-};
+  }
+}
 
 export const vhostUserTargets: FuzzTarget[] = [vhostUserCodec as FuzzTarget, vhostUserSession as FuzzTarget];

@@ -11,6 +11,9 @@ import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import type { VirtioDevice } from '../../src/device/device.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
+import { encodeMessage } from '../../src/vhost-user/codec.js';
+import type { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
+import { HeaderFlag, requestName } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { onLines } from '../helpers/lines.js';
 
@@ -38,6 +41,35 @@ export async function expectServesNext(srv: TestServer): Promise<void> {
     c.close();
     await srv.server.idle();
   }
+}
+
+/**
+ * Sends a request that a strict back-end must refuse by closing the connection ([vhost-user
+ * "Communication"]; BackendSession's module comment): one that always replies, or one whose
+ * refusal no REPLY_ACK can carry. Checks that nothing was sent back, that the back-end ended
+ * the stream, and that its disconnect names the request and `why`.
+ */
+export async function expectRefusedByClosing(
+  srv: TestServer,
+  fe: VhostUserFrontend,
+  request: number,
+  payload: Uint8Array,
+  why: RegExp,
+  options: { fds?: number[]; flags?: number } = {},
+): Promise<void> {
+  const events = srv.events.length;
+  // A waiter, so that any message from the back-end would show up as an answer here.
+  const outcome = fe.nextReply(request).then(
+    () => 'an answer',
+    () => 'closed',
+  );
+  fe.sendRaw(encodeMessage(request, options.flags ?? HeaderFlag.VERSION, payload), options.fds ?? []);
+  await waitFor(() => fe.isClosed, `the back-end to close the connection after ${requestName(request)}`);
+  assert.equal(await outcome, 'closed', 'nothing was sent back');
+  assert.equal(fe.closeReason, null, 'the back-end closed it (end of stream)');
+  await srv.server.idle();
+  const line = srv.events.slice(events).find((e) => /disconnected \(/.test(e)) ?? '';
+  assert.match(line, new RegExp(`disconnected \\(${requestName(request)} refused: .*${why.source}`));
 }
 
 export function tempDir(): { dir: string; remove(): void } {

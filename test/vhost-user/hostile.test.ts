@@ -3,9 +3,12 @@
  * memory tables (0 regions, too many, overlapping, empty, past the end of the fd, mmap
  * failure, out of slots), vring indices out of range with fds attached, ring sizes, ring
  * addresses not inside one region, kick/call fds that are not eventfds, requests before
- * SET_OWNER and before SET_FEATURES. Each is refused with an error reply where one is due (or
- * the connection closes), every fd sent is closed (counted in /proc/self/fd), no mapping is
- * left, and the back-end goes on serving.
+ * SET_OWNER and before SET_FEATURES. The back-end is strict (BackendSession.strictByDefault):
+ * with REPLY_ACK negotiated (as these front-ends do) a refusal is a non-zero ack; a request
+ * that always replies (GET_VRING_BASE, GET_INFLIGHT_FD) is refused by closing the connection,
+ * never by a reply of the wrong size. Every fd sent is closed (counted in /proc/self/fd), no
+ * mapping is left, and the back-end goes on serving. control-plane.test.ts covers the
+ * refusals without REPLY_ACK (the connection is closed).
  */
 import assert from 'node:assert/strict';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
@@ -13,6 +16,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
+import { BackendSession } from '../../src/vhost-user/backend-session.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
@@ -26,13 +30,15 @@ import {
   encodeVringState,
   type MemoryRegionDescription,
 } from '../../src/vhost-user/payloads.js';
-import { HeaderFlag, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD } from '../../src/vhost-user/protocol.js';
+import { HeaderFlag, ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD, pbit } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
-import { leakedFds, memfdMappings, openFds, expectServesNext, settle, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
+import { expectRefusedByClosing, expectServesNext, leakedFds, memfdMappings, openFds, settle, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
 
 const NR = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
 const V = HeaderFlag.VERSION;
+/** What the raw front-ends here negotiate: refusals as non-zero acks, ADD/REM_MEM_REG. */
+const PROTOCOL = pbit(ProtocolFeature.REPLY_ACK) | pbit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
 
 /** Sends a raw request with NEED_REPLY and returns the ack value (0 = success). */
 async function ack(fe: VhostUserFrontend, request: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = []): Promise<bigint> {
@@ -41,14 +47,6 @@ async function ack(fe: VhostUserFrontend, request: number, payload: Uint8Array =
   const m = await reply;
   assert.equal(m.size, 8, `ack of ${request}`);
   return decodeU64(m.payload);
-}
-
-/** Sends a request that always replies; returns the reply's payload size (0 = refused). */
-async function replySize(fe: VhostUserFrontend, request: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = []): Promise<{ size: number; fds: number[] }> {
-  const reply = fe.nextReply(request);
-  fe.sendRaw(encodeMessage(request, V, payload), fds);
-  const m = await reply;
-  return { size: m.size, fds: m.fds };
 }
 
 const memfd = (size: number): number => native.memfdCreate('vhost-user-hostile', size);
@@ -80,9 +78,10 @@ describe('vhost-user back-end: a hostile front-end', () => {
     await srv.close();
   });
 
-  /** A raw connection that has sent SET_OWNER. */
+  /** A raw connection that has negotiated PROTOCOL (REPLY_ACK among them) and sent SET_OWNER. */
   async function owned(): Promise<VhostUserFrontend> {
     const fe = VhostUserFrontend.connect(srv.socketPath);
+    assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL)), 0n);
     assert.equal(await ack(fe, Request.SET_OWNER), 0n);
     return fe;
   }
@@ -109,7 +108,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
       // What QEMU sends before SET_OWNER works.
       assert.ok(await fe.getFeatures());
       assert.ok(await fe.getProtocolFeatures());
-      assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(0n)), 0n);
+      assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL)), 0n);
       assert.equal(await fe.getQueueNum(), 1);
       // Configuration does not.
       const features = bit(FeatureBit.VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
@@ -121,9 +120,6 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.notEqual(await ack(fe, Request.SET_VRING_KICK, encodeU64(0), [kick]), 0n);
       native.close(kick);
       assert.notEqual(await ack(fe, Request.SET_VRING_NUM, encodeVringState({ index: 0, num: 16 })), 0n);
-      assert.equal((await replySize(fe, Request.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }))).size, 0);
-      const inflight = await replySize(fe, Request.GET_INFLIGHT_FD, encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 }));
-      assert.deepEqual(inflight, { size: 0, fds: [] });
       warned(/SET_FEATURES refused: sent before SET_OWNER/);
       warned(/SET_VRING_KICK refused: sent before SET_OWNER/);
       const session = srv.server.session!;
@@ -136,6 +132,22 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.equal(await ack(fe, Request.SET_VRING_NUM, encodeVringState({ index: 0, num: 16 })), 0n);
     } finally {
       await done(fe);
+    }
+    // Requests that always reply cannot carry a refusal in an ack: the connection is closed.
+    const early = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      assert.equal(await ack(early, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL | pbit(ProtocolFeature.INFLIGHT_SHMFD))), 0n);
+      await expectRefusedByClosing(srv, early, Request.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }), /sent before SET_OWNER/);
+    } finally {
+      await done(early);
+    }
+    const inflight = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      assert.equal(await ack(inflight, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL | pbit(ProtocolFeature.INFLIGHT_SHMFD))), 0n);
+      const description = encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 });
+      await expectRefusedByClosing(srv, inflight, Request.GET_INFLIGHT_FD, description, /sent before SET_OWNER/);
+    } finally {
+      await done(inflight);
     }
   });
 
@@ -257,7 +269,6 @@ describe('vhost-user back-end: a hostile front-end', () => {
         assert.notEqual(await ack(fe, Request.SET_VRING_ENABLE, encodeVringState({ index, num: 1 })), 0n);
         const addr = encodeVringAddress({ index, flags: 0, desc: 0x1000n, used: 0x3000n, avail: 0x2000n, log: 0n });
         assert.notEqual(await ack(fe, Request.SET_VRING_ADDR, addr), 0n);
-        assert.equal((await replySize(fe, Request.GET_VRING_BASE, state)).size, 0);
         for (const request of [Request.SET_VRING_KICK, Request.SET_VRING_CALL, Request.SET_VRING_ERR]) {
           const efd = native.eventfd(0, false);
           assert.notEqual(await ack(fe, request, encodeU64(index), [efd]), 0n);
@@ -273,6 +284,15 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.equal(srv.server.session!.vrings[0]!.hasKickFd, false);
     } finally {
       await done(fe);
+    }
+    // GET_VRING_BASE always replies: an index out of range closes the connection.
+    for (const index of [1, 255]) {
+      const again = await owned();
+      try {
+        await expectRefusedByClosing(srv, again, Request.GET_VRING_BASE, encodeVringState({ index, num: 0 }), new RegExp(`vring index ${index} out of range`));
+      } finally {
+        await done(again);
+      }
     }
   });
 
@@ -331,13 +351,23 @@ describe('vhost-user back-end: a hostile front-end', () => {
     }
   });
 
-  it('kick and call fds that are not eventfds: a memfd kick is polled, a hung-up call socket is reported once; requests are served', async () => {
+  it('kick and call fds that are not eventfds: a memfd kick is refused, a hung-up kick socket is polled, a hung-up call socket is reported once; requests are served', async () => {
     const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16, callFd: false });
     try {
+      const session = srv.server.session!;
+      assert.equal(session.strict, true);
+      // A memfd is memory, not a notification fd: refused with a non-zero ack, the ring keeps its kick.
       const kick = memfd(4096);
-      await c.frontend.setVringKick(0, kick);
+      await assert.rejects(c.frontend.setVringKick(0, kick), /SET_VRING_KICK: back-end reports failure \(1\)/);
       native.close(kick);
-      warned(/vring 0: cannot watch kick fd .* the ring is polled/);
+      warned(/SET_VRING_KICK refused: .*the fd is a memfd/);
+      assert.equal(session.vrings[0]!.hasKickFd, true, 'the previous kick fd is kept');
+      // A socket is taken (it reads like a pipe end); one whose peer hung up cannot be watched: polled.
+      const [k, kPeer] = native.socketPair();
+      native.close(kPeer);
+      await c.frontend.setVringKick(0, k);
+      native.close(k);
+      await waitFor(() => srv.warnings.some((w) => /is not a usable eventfd .*the ring is polled from now on/.test(w)), 'the fallback to polling');
       const [a, b] = native.socketPair();
       native.close(b);
       await c.frontend.setVringCall(0, a);
@@ -345,6 +375,29 @@ describe('vhost-user back-end: a hostile front-end', () => {
       const ns = Array.from({ length: 20 }, (_, i) => 100 + i);
       assert.deepEqual(await c.requestMany(ns), ns.map((n) => answer(requestFor(n))));
       assert.equal(srv.warnings.filter((w) => /vring 0: writing the call fd failed/.test(w)).length, 1, 'reported once');
+    } finally {
+      c.close();
+      await srv.server.idle();
+    }
+  });
+
+  it('a lenient session (strict: false) still takes a memfd kick and polls the ring', async () => {
+    BackendSession.strictByDefault = false;
+    let c: VirtioTestClient;
+    try {
+      c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16 });
+    } finally {
+      BackendSession.strictByDefault = true;
+    }
+    try {
+      assert.equal(srv.server.session!.strict, false);
+      const from = srv.warnings.length;
+      const kick = memfd(4096);
+      await c.frontend.setVringKick(0, kick);
+      native.close(kick);
+      assert.ok(srv.warnings.slice(from).some((w) => /vring 0: cannot watch kick fd .* the ring is polled/.test(w)), srv.warnings.slice(from).join('\n'));
+      const ns = Array.from({ length: 10 }, (_, i) => 200 + i);
+      assert.deepEqual(await c.requestMany(ns), ns.map((n) => answer(requestFor(n))));
     } finally {
       c.close();
       await srv.server.idle();

@@ -1,7 +1,9 @@
 /**
- * Malformed front-end messages: each gets an error reply where one is due, or closes the
- * connection when the stream cannot be trusted; the back-end never crashes, closes every fd
- * it was sent, and serves the next front-end.
+ * Malformed front-end messages: each gets a non-zero REPLY_ACK where one can carry the
+ * refusal (REPLY_ACK negotiated, NEED_REPLY set), and otherwise — a request that always
+ * replies, a request without NEED_REPLY, or a stream that cannot be trusted — the connection is
+ * closed (the back-end is strict, BackendSession.strictByDefault); the back-end never crashes,
+ * closes every fd it was sent, and serves the next front-end.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -10,9 +12,9 @@ import { encodeHeader, encodeMessage } from '../../src/vhost-user/codec.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import { decodeU64, encodeMemTable, encodeU64, encodeVringState } from '../../src/vhost-user/payloads.js';
-import { HeaderFlag, Request } from '../../src/vhost-user/protocol.js';
+import { HeaderFlag, ProtocolFeature, Request, pbit } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
-import { leakedFds, openFds, expectServesNext, settle, startServer, waitFor, type TestServer } from './helpers.js';
+import { expectRefusedByClosing, leakedFds, openFds, expectServesNext, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 const V = HeaderFlag.VERSION;
 const NR = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
@@ -26,6 +28,13 @@ async function ack(fe: VhostUserFrontend, request: number, bytes: Uint8Array, fd
   return decodeU64(m.payload);
 }
 
+/** A raw front-end that has negotiated REPLY_ACK (so that refusals come as non-zero acks). */
+async function withReplyAck(socketPath: string): Promise<VhostUserFrontend> {
+  const fe = VhostUserFrontend.connect(socketPath);
+  assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeMessage(Request.SET_PROTOCOL_FEATURES, NR, encodeU64(pbit(ProtocolFeature.REPLY_ACK)))), 0n);
+  return fe;
+}
+
 describe('vhost-user back-end: malformed messages', () => {
   let srv: TestServer;
   before(() => {
@@ -37,7 +46,7 @@ describe('vhost-user back-end: malformed messages', () => {
 
 
   it('an unknown request gets an error ack and the connection goes on', async () => {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = await withReplyAck(srv.socketPath);
     try {
       assert.notEqual(await ack(fe, 999, encodeMessage(999, NR, new Uint8Array(16))), 0n);
       assert.ok(await fe.getFeatures());
@@ -50,29 +59,39 @@ describe('vhost-user back-end: malformed messages', () => {
     } finally {
       fe.close();
     }
+    // Without REPLY_ACK negotiated no ack can carry the refusal: the connection is closed.
+    const plain = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      await expectRefusedByClosing(srv, plain, 999, new Uint8Array(16), /request 999 is not supported/, { flags: NR });
+    } finally {
+      plain.close();
+    }
   });
 
-  it('a wrong payload size gets an error ack (and no reply without NEED_REPLY)', async () => {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+  it('a wrong payload size gets an error ack; without NEED_REPLY, or on a request that always replies, the connection is closed', async () => {
+    const fe = await withReplyAck(srv.socketPath);
     try {
       assert.notEqual(await ack(fe, Request.SET_VRING_NUM, encodeMessage(Request.SET_VRING_NUM, NR, new Uint8Array(4))), 0n);
-      fe.sendRaw(encodeMessage(Request.SET_FEATURES, V, new Uint8Array(3)));
-      // GET_FEATURES is answered next: nothing was sent for the bad SET_FEATURES.
-      assert.ok(await fe.getFeatures());
+      assert.ok(await fe.getFeatures(), 'the connection goes on');
       assert.ok(srv.warnings.some((w) => /SET_VRING_NUM refused: SET_VRING_NUM: payload size 4, expected 8/.test(w)));
-      assert.ok(srv.warnings.some((w) => /SET_FEATURES refused: SET_FEATURES: payload size 3, expected 8/.test(w)));
-      // A request that always replies answers with an empty payload on error.
-      const reply = fe.nextReply(Request.GET_VRING_BASE);
-      fe.sendRaw(encodeMessage(Request.GET_VRING_BASE, V, encodeVringState({ index: 5, num: 0 })));
-      assert.equal((await reply).size, 0);
+      // No NEED_REPLY: silence would be taken for success.
+      await expectRefusedByClosing(srv, fe, Request.SET_FEATURES, new Uint8Array(3), /SET_FEATURES: payload size 3, expected 8/);
     } finally {
       fe.close();
+    }
+    // A request that always replies: a reply of the wrong size would be a malformed message.
+    const owner = await withReplyAck(srv.socketPath);
+    try {
+      assert.equal(await ack(owner, Request.SET_OWNER, encodeMessage(Request.SET_OWNER, NR)), 0n);
+      await expectRefusedByClosing(srv, owner, Request.GET_VRING_BASE, encodeVringState({ index: 5, num: 0 }), /vring index 5 out of range/);
+    } finally {
+      owner.close();
     }
   });
 
   it('too many or too few fds get an error ack, and every fd sent is closed by the back-end', async () => {
     const before = openFds();
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = await withReplyAck(srv.socketPath);
     try {
       const a = native.eventfd(0, false);
       const b = native.eventfd(0, false);
@@ -87,13 +106,13 @@ describe('vhost-user back-end: malformed messages', () => {
       native.sendMsg(fe['channel'].fd, bytes.subarray(12), [nine[8]!]);
       const r = await reply;
       assert.notEqual(decodeU64(r.payload), 0n);
-      // Fds on a request that takes none: closed, the request is still served.
-      const c = native.eventfd(0, false);
-      assert.ok(await fe.call(Request.GET_FEATURES, undefined, [c]));
-      assert.ok(srv.warnings.some((w) => /GET_FEATURES carried 1 file descriptor/.test(w)));
-      for (const fd of [a, b, c, ...nine]) native.close(fd);
       assert.ok(srv.warnings.some((w) => /too many file descriptors: 2, expected 1/.test(w)));
       assert.ok(srv.warnings.some((w) => /too few file descriptors: 0, expected 1/.test(w)));
+      // Fds on a request that takes none: refused (strict), the fd closed; GET_FEATURES always
+      // replies, so the refusal is the connection closed.
+      const c = native.eventfd(0, false);
+      await expectRefusedByClosing(srv, fe, Request.GET_FEATURES, new Uint8Array(0), /1 file descriptor\(s\) on a request that takes none/, { fds: [c] });
+      for (const fd of [a, b, c, ...nine]) native.close(fd);
     } finally {
       fe.close();
     }
@@ -153,7 +172,7 @@ describe('vhost-user back-end: malformed messages', () => {
   });
 
   it('memory that is not memory, or past the end of its file, is refused without a crash', async () => {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = await withReplyAck(srv.socketPath);
     try {
       assert.equal(await ack(fe, Request.SET_OWNER, encodeMessage(Request.SET_OWNER, NR)), 0n);
       const region = { guestAddr: 0n, size: 0x10000n, userAddr: 0x1000n, mmapOffset: 0n };
