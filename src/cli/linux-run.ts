@@ -42,6 +42,9 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
     log: (line) => process.stdout.write(`${line}\n`),
     warn: (line) => process.stderr.write(`${def.name} backend: ${line}\n`),
     info: s.verbose ? (line) => process.stderr.write(`${def.name} backend: ${line}\n`) : undefined,
+    // VIRTIO_F_RING_PACKED only when asked for: QEMU then gets packed=on (below); UML never
+    // (virtio_uml would take it, see BackendSessionOptions.packedRing).
+    ...(s.ring === 'packed' ? { packedRing: true } : {}),
   });
   let printing = false;
   const onLine = (line: string): void => {

@@ -47,6 +47,8 @@ export interface ServeDeviceOptions {
   info?: (line: string) => void;
   /** Largest ring size a front-end may set (power of two). Default 32768 (virtio 1.2 §2.7). */
   maxQueueSize?: number;
+  /** Offer VIRTIO_F_RING_PACKED (BackendSessionOptions.packedRing). Default false. */
+  packedRing?: boolean;
   maxMemSlots?: number;
   /** Used-ring publication batch within a pass (DeviceRuntimeOptions.publishBatch). Default 32. */
   publishBatch?: number;
@@ -144,6 +146,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
       warn,
       maxQueueSize,
       maxMemSlots: options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS,
+      ...(options.packedRing ? { packedRing: true } : {}),
       ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),
       ...(options.trace ? { trace: options.trace } : {}),
       onClose: (reason) => {

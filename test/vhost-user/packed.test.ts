@@ -61,7 +61,7 @@ interface Rig {
 /** Negotiates the packed ring; with `inflight`, gets and sets the inflight buffer right after SET_FEATURES, as QEMU 7.2's vhost-user-blk does. */
 async function rig(options: { inflight?: boolean } = {}): Promise<Rig> {
   const device = new HoldingEcho();
-  const srv = startServer({ createDevice: () => device });
+  const srv = startServer({ createDevice: () => device, packedRing: true });
   const ram = new FrontendMemory([{ guestAddr: 0x10000, size: 1 << 20 }]);
   const fe = VhostUserFrontend.connect(srv.socketPath);
   const fds: number[] = [];
