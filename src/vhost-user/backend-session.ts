@@ -21,7 +21,7 @@
  * or of the memory table, stops the ring (remembering its next available index) and
  * restarts it from the new configuration.
  *
- * Packed rings (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8) once the acked features include it:
+ * Packed rings (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8; offered with `packedRing`) once the acked features include it:
  * SET_VRING_ADDR's desc/avail/used are the Descriptor Ring and the Driver and Device Event
  * Suppression areas (§2.8.10), and the ring base of SET/GET_VRING_BASE carries both positions
  * with their wrap counters ([vhost-user "Vring descriptor indices for packed virtqueues"]:
@@ -165,6 +165,13 @@ export interface BackendSessionOptions {
   warn(line: string): void;
   /** Largest ring size accepted by SET_VRING_NUM (power of two, ≤ 32768). */
   maxQueueSize: number;
+  /**
+   * Offer VIRTIO_F_RING_PACKED (virtio 1.2 §2.8). Default false: Linux 6.1's virtio_uml takes
+   * every feature offered, so it would switch to packed rings, and it sends SET_VRING_BASE 0
+   * (a packed base with both wrap counters 0, not a fresh ring's 0x80008000); and the inflight
+   * buffer does not track packed rings. QEMU offers packed rings only with `packed=on`.
+   */
+  packedRing?: boolean;
   maxMemSlots?: number;
   /** DeviceRuntimeOptions.publishBatch (default DEFAULT_PUBLISH_BATCH). */
   publishBatch?: number;
@@ -254,8 +261,8 @@ export class BackendSession {
       warn: (line) => options.warn(line),
       onDeviceError: (q) => this.signalDeviceError(q),
     };
-    // Both ring layouts: split (§2.7) and packed (§2.8, VIRTIO_F_RING_PACKED).
-    const offeredFeatures = options.device.features | TRANSPORT_FEATURES | bit(FeatureBit.RING_PACKED);
+    // The split ring (§2.7), and the packed ring (§2.8, VIRTIO_F_RING_PACKED) when asked for.
+    const offeredFeatures = options.device.features | TRANSPORT_FEATURES | (options.packedRing ? bit(FeatureBit.RING_PACKED) : 0n);
     this.runtime = new DeviceRuntime(this.device, this.memory, host, {
       offeredFeatures,
       ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),

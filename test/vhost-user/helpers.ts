@@ -79,7 +79,7 @@ export function tempDir(): { dir: string; remove(): void } {
 
 /** A back-end serving `createDevice` (default: virtio-test) on a fresh socket, on this event loop. */
 export function startServer(
-  options: { createDevice?: () => VirtioDevice; maxQueueSize?: number; maxMemSlots?: number } = {},
+  options: { createDevice?: () => VirtioDevice; maxQueueSize?: number; maxMemSlots?: number; packedRing?: boolean } = {},
 ): TestServer {
   const tmp = tempDir();
   const socketPath = path.join(tmp.dir, 'backend.sock');
@@ -100,6 +100,7 @@ export function startServer(
     info: (l) => events.push(l),
     ...(options.maxQueueSize ? { maxQueueSize: options.maxQueueSize } : {}),
     ...(options.maxMemSlots ? { maxMemSlots: options.maxMemSlots } : {}),
+    ...(options.packedRing ? { packedRing: true } : {}),
   });
   return {
     server,
