@@ -33,6 +33,8 @@ export {
 } from './device/runtime.js';
 export { formatDeviceStats, formatQueueStatus } from './device/status-text.js';
 export type { DeviceQueueStatus } from './virtio/device-queue.js';
+export { countersJson, deviceStatusJson, elementJson, queueStatusJson, statsJson, type Json, type RingAddresses } from './device/status-json.js';
+export { descriptorFlagNames, type ElementDescriptor, type QueueElement } from './virtio/queue-element.js';
 /** Trace events (QEMU's names), their selection, text and Chrome JSON output: `trace.TRACE.virtqueue_pop`, … */
 export * as trace from './trace/index.js';
 export * from './devices/index.js';

@@ -4,6 +4,8 @@
  */
 export { serveDevice, type BackendServer, type ServeDeviceOptions } from './backend-server.js';
 export { BackendSession, OFFERED_PROTOCOL_FEATURES, type BackendSessionOptions } from './backend-session.js';
+export { serveControl, MAX_CONTROL_LINE, type ControlServer, type ControlServerOptions } from './control-server.js';
+export { answer as answerControl, answerLine as answerControlLine, CONTROL_COMMANDS, type ControlAnswer, type ControlTarget } from './control-commands.js';
 export { VhostUserFrontend, VhostUserError, type FrontendEvents } from './frontend.js';
 export { FrontendMemory, type RamRegionSpec } from './frontend-memory.js';
 export { ProtocolFeature, Request, BackendRequest, VHOST_USER_F_PROTOCOL_FEATURES } from './protocol.js';
