@@ -11,7 +11,14 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeResponse, encodeRequest, requestFor } from '../../src/devices/virtio-test/protocol.js';
+import { FrontendMemory } from '../../src/vhost-user/frontend-memory.js';
+import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
+import { native } from '../../src/vhost-user/native/index.js';
+import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, pbit } from '../../src/vhost-user/protocol.js';
+import { FeatureBit, bit } from '../../src/virtio/constants.js';
+import { PackedDriverQueue } from '../../src/virtio/packed-driver-queue.js';
+import { packedRingLayout, packedRingViewsFromGuest } from '../../src/virtio/packed-ring.js';
 import { BlkClient } from '../../src/testing/blk-client.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { Status } from '../../src/virtio/constants.js';
@@ -216,6 +223,96 @@ describe('virtio-backend --control-socket', () => {
       tmp.remove();
     }
     assert.equal(existsSync(ctl), false, 'the control socket is removed on exit');
+  });
+
+  it('a packed ring (--packed): indices with their wrap counters, a list decoded and left available', async () => {
+    const tmp = tempDir();
+    const { be, sock, ctl } = await startDaemon(tmp.dir, ['--device', 'virtio-test', '--packed']);
+    const ram = new FrontendMemory([{ guestAddr: 0x10000, size: 1 << 20 }]);
+    const fe = VhostUserFrontend.connect(sock);
+    const fds: number[] = [];
+    try {
+      const SIZE = 8;
+      await fe.setOwner();
+      await fe.setProtocolFeatures((await fe.getProtocolFeatures()) & (pbit(ProtocolFeature.REPLY_ACK) | pbit(ProtocolFeature.STATUS)));
+      fe.replyAck = true;
+      const features = bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_PACKED);
+      await fe.setFeatures(features | bit(VHOST_USER_F_PROTOCOL_FEATURES));
+      await fe.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+      await fe.setMemTable(ram.descriptions(), ram.fds);
+      const layout = packedRingLayout(ram.alloc(packedRingLayout(0, SIZE).bytes, 4096), SIZE);
+      const queue = new PackedDriverQueue<number>(ram.memory, packedRingViewsFromGuest(ram.memory, layout), { eventIdx: false, indirect: false });
+      const call = native.eventfd(0, true);
+      const kick = native.eventfd(0, true);
+      fds.push(call, kick);
+      await fe.setVringCall(0, call);
+      await fe.setVringNum(0, SIZE);
+      await fe.setVringBase(0, 0x8000_8000); // both positions 0, wrap counters 1 (§2.8.1)
+      await fe.setVringAddr(0, { desc: ram.userAddr(layout.desc), avail: ram.userAddr(layout.driver), used: ram.userAddr(layout.device) });
+      await fe.setVringKick(0, kick);
+      await fe.setVringEnable(0, true);
+      await fe.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+      const buffers: number[] = [];
+      const add = (n: number): number => {
+        const at = ram.alloc(64);
+        encodeRequest(requestFor(n), ram.memory.slice(at, REQUEST_SIZE));
+        assert.ok(queue.add([{ addr: at, len: REQUEST_SIZE }], [{ addr: at + REQUEST_SIZE, len: RESPONSE_SIZE }], n));
+        buffers.push(at);
+        return at;
+      };
+      const first = add(1);
+      native.eventfdWrite(kick, 1);
+      await waitFor(() => queue.hasUsed(), 'the answer to request 1');
+      assert.equal(queue.getUsed()!.token, 1);
+      assert.deepEqual(decodeResponse(ram.memory.slice(first + REQUEST_SIZE, RESPONSE_SIZE)), answer(requestFor(1)));
+
+      const c = await ControlClient.connect(ctl);
+      const st = (await c.ask({ execute: 'query-status' })).return;
+      assert.equal(st['guest-features'], `0x${features.toString(16).padStart(16, '0')}`);
+      assert.match(st['guest-features-names'], /VIRTIO_F_RING_PACKED/);
+      const q = (await c.ask({ execute: 'query-queue-status', arguments: { queue: 0 } })).return;
+      assert.equal(q.layout, 'packed');
+      assert.equal(q['last-avail-idx'], 0x8000 | 2, 'position 2, wrap counter 1: one list of two descriptors taken');
+      assert.equal(q['used-idx'], 0x8000 | 2);
+      assert.equal(q['last-avail-idx'], queue.nextAvail);
+      assert.equal(q['vring-desc'], ram.userAddr(layout.desc));
+      assert.equal(q['vring-avail'], ram.userAddr(layout.driver), 'the Driver Event Suppression area (§2.8.10)');
+      assert.equal(q.counters.requests, 1);
+
+      const second = add(2); // available, not kicked
+      const e = (await c.ask({ execute: 'query-queue-element', arguments: { queue: 0 } })).return;
+      assert.equal(e['avail-index'], 0x8000 | 2);
+      assert.deepEqual(
+        e.descs.map((d: any) => [d.index, d.addr, d.len, d.flags]),
+        [
+          [2, second, REQUEST_SIZE, ['next', 'avail']],
+          [3, second + REQUEST_SIZE, RESPONSE_SIZE, ['write', 'avail']],
+        ],
+      );
+      assert.equal(e.descs[1].id, e.index, 'the buffer id, from the last descriptor (§2.8.6)');
+      const other = await c.ask({ execute: 'query-queue-element', arguments: { queue: 0, index: 5 } });
+      assert.equal(other.error.class, 'GenericError');
+      assert.match(other.error.desc, /next available position \(2\)/);
+      const q2 = (await c.ask({ execute: 'query-queue-status', arguments: { queue: 0 } })).return;
+      assert.equal(q2['last-avail-idx'], 0x8000 | 2, 'not taken');
+      assert.equal(q2.inuse, 0);
+      // The device takes it when kicked, as if nobody had looked.
+      native.eventfdWrite(kick, 1);
+      await waitFor(() => queue.hasUsed(), 'the answer to request 2');
+      assert.equal(queue.getUsed()!.token, 2);
+      assert.deepEqual(decodeResponse(ram.memory.slice(second + REQUEST_SIZE, RESPONSE_SIZE)), answer(requestFor(2)));
+      const q3 = (await c.ask({ execute: 'query-queue-status', arguments: { queue: 0 } })).return;
+      assert.equal(q3['last-avail-idx'], 0x8000 | 4);
+      assert.equal(q3.counters.requests, 2);
+      assert.equal(q3.counters.errors, 0);
+      c.close();
+    } finally {
+      fe.close();
+      for (const fd of fds) native.close(fd);
+      await stop(be);
+      ram.close();
+      tmp.remove();
+    }
   });
 
   it('closes a connection whose line exceeds 64 KiB, serves several clients at once, survives clients that vanish', async () => {
