@@ -272,6 +272,11 @@ export interface SessionInput {
   ops: SessionOp[];
   /** BackendSessionOptions.strict; absent (stored inputs from before): checked both ways. */
   strict?: boolean;
+  /**
+   * BackendSessionOptions.packedRing, and the opening acks VIRTIO_F_RING_PACKED: the ring is a
+   * packed one (§2.8), `ring` lays packed lists. Absent (stored inputs from before): false.
+   */
+  packed?: boolean;
 }
 
 /** Requests this back-end answers before SET_OWNER (see backend-session.ts). */
@@ -298,11 +303,16 @@ const ALWAYS_REPLIES = new Set<number>([
   Request.GET_STATUS,
 ]);
 
-/** A plausible front-end's opening, so that random requests reach a configured state. */
-const opening: fc.Arbitrary<SessionOp[]> = fc.oneof({ weight: 6, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }).map((owner) => {
+/**
+ * A plausible front-end's opening, so that random requests reach a configured state; `packed`:
+ * it acks VIRTIO_F_RING_PACKED (the ring addresses are then the descriptor ring and the two
+ * event suppression areas, §2.8.10; no SET_VRING_BASE, so the ring starts fresh).
+ */
+const opening = (packed: boolean): fc.Arbitrary<SessionOp[]> => fc.oneof({ weight: 6, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }).map((owner) => {
   const nr = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
   const m = (request: number, payload: Uint8Array, fds: FdKind[] = []): FuzzMessage => ({ request, flags: nr, payload: hex(payload), fds });
-  const features = bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_EVENT_IDX) | bit(FeatureBit.RING_INDIRECT_DESC) | bit(0) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  const features =
+    bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_EVENT_IDX) | bit(FeatureBit.RING_INDIRECT_DESC) | bit(0) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (packed ? bit(FeatureBit.RING_PACKED) : 0n);
   const ops: SessionOp[] = [
     m(Request.SET_PROTOCOL_FEATURES, encodeU64(OFFERED_PROTOCOL_FEATURES)),
     m(Request.SET_FEATURES, encodeU64(features)),
@@ -323,7 +333,7 @@ function fill(fd: number, size: number, seed: number, input: SessionInput): void
   if (seed === 0 && input.ring === 0 && input.flips.length === 0) return;
   const b = new Uint8Array(size);
   if (seed !== 0) randomFill(b, seed);
-  if (input.ring > 0) layRing(b, input.ring);
+  if (input.ring > 0) (input.packed ? layPackedRing : layRing)(b, input.ring);
   for (const [at, value] of input.flips) b[at % 0x5000] = value;
   native.write(fd, b);
 }
@@ -344,6 +354,29 @@ function layRing(b: Uint8Array, n: number): void {
     encodeRequest(requestFor(i), b.subarray(buf, buf + 48));
   }
   v.setUint16(0x1000 + 2, n, true);
+}
+
+/**
+ * `n` valid requests in a fresh packed ring at 0 (§2.8.21.1): list i is descriptors 2i (48
+ * readable bytes, NEXT) and 2i+1 (12 writable), buffer id i, marked available for wrap counter 1
+ * (AVAIL = 1, USED = 0, §2.8.1).
+ */
+function layPackedRing(b: Uint8Array, n: number): void {
+  const v = new DataView(b.buffer);
+  const AVAIL = 1 << 7;
+  for (let i = 0; i < n; i++) {
+    const buf = 0x4000 + 64 * i;
+    for (const [k, addr, len, flags] of [
+      [2 * i, buf, 48, 1 | AVAIL], // NEXT
+      [2 * i + 1, buf + 48, 12, 2 | AVAIL], // WRITE
+    ] as const) {
+      v.setBigUint64(16 * k, BigInt(addr), true);
+      v.setUint32(16 * k + 8, len, true);
+      v.setUint16(16 * k + 12, i, true);
+      v.setUint16(16 * k + 14, flags, true);
+    }
+    encodeRequest(requestFor(i), b.subarray(buf, buf + 48));
+  }
 }
 
 function randomFill(b: Uint8Array, seed: number): void {
@@ -413,7 +446,8 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
   name: 'vhost-user-session',
   description:
     'BackendSession (strict or lenient) under random requests (real fds, random guest memory) and kicks: no exception, no internal error, replies exactly where due, a strict refusal is a non-zero ack or a close, configuration refused before SET_OWNER, regions disjoint; after close no fd, mapping or timer left',
-  arbitrary: fc.record({
+  arbitrary: fc.oneof({ weight: 2, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }).chain((packed) => fc.record({
+    packed: fc.constant(packed),
     strict: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
     memSeed: fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 0x7fff_ffff }) }),
     ring: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 8 })),
@@ -423,11 +457,11 @@ export const vhostUserSession: FuzzTarget<SessionInput> = {
     ),
     ops: fc
       .tuple(
-        fc.oneof({ weight: 3, arbitrary: opening }, { weight: 1, arbitrary: fc.constant([] as SessionOp[]) }),
+        fc.oneof({ weight: 3, arbitrary: opening(packed) }, { weight: 1, arbitrary: fc.constant([] as SessionOp[]) }),
         fc.array(fc.oneof({ weight: 6, arbitrary: messageArb as fc.Arbitrary<SessionOp> }, { weight: 1, arbitrary: fc.record({ kick: fc.constant(0) }) }), { maxLength: 30 }),
       )
       .map(([a, b]) => [...a, ...b]),
-  }),
+  })),
   check(input) {
     for (const strict of input.strict === undefined ? [true, false] : [input.strict]) checkSession(input, strict);
   },
@@ -457,6 +491,7 @@ function checkSession(input: SessionInput, strict: boolean): void {
       maxMemSlots: MAX_SLOTS,
       onClose: (r) => (closedReason = r),
       strict,
+      ...(input.packed ? { packedRing: true } : {}),
     });
     const onMessage = (session as unknown as { onMessage(m: RawMessage): void }).onMessage.bind(session);
     const kick = (session as unknown as { kick(i: number): void }).kick.bind(session);
