@@ -551,7 +551,10 @@ function checkSession(input: SessionInput, strict: boolean): void {
           }
         }
         for (const v of session.vrings) {
-          if (v.queue !== null) ensure(v.size > 0 && (v.size & (v.size - 1)) === 0 && v.size <= 256 && v.addresses !== null, 'a running ring without a valid configuration');
+          // A packed ring's size need not be a power of two (§2.8.10.1); a split ring's must (§2.7).
+          const packedRing = session.ackedFeatures !== null && (session.ackedFeatures & bit(FeatureBit.RING_PACKED)) !== 0n;
+          const sizeOk = v.size > 0 && v.size <= 256 && (packedRing || (v.size & (v.size - 1)) === 0);
+          if (v.queue !== null) ensure(sizeOk && v.addresses !== null, 'a running ring without a valid configuration');
         }
       }
     } finally {
