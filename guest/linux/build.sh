@@ -4,6 +4,10 @@
 # initramfs (busybox + /bin/virtio + /bin/virtio-stress + /init).
 #
 #   guest/linux/build.sh            build (or reuse) and print the paths
+#   guest/linux/build.sh --print-hash
+#                                   print the hash of the current inputs (the name
+#                                   build/uml/<hash> a build of them gets) and exit;
+#                                   the UML tests compare it with build/uml/current
 #   VT_BUILD_DIR=/x build.sh        put build/ somewhere else (default: <repo>/build)
 #   VT_JOBS=4 build.sh              make -j (default: nproc)
 #
@@ -15,6 +19,13 @@
 #   build/uml/src-<pkgver>/linux-source-6.1   extracted once per package version
 #   build/uml/obj-<pkgver>/                   kbuild O= directory
 set -euo pipefail
+
+print_hash=0
+case ${1:-} in
+	'') ;;
+	--print-hash) print_hash=1 ;;
+	*) printf 'build.sh: ERROR: unknown argument %s (usage: build.sh [--print-hash])\n' "$1" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -63,6 +74,10 @@ hash=$(
 	gcc --version | head -n1
 ) || die "cannot read build inputs"
 hash=$(printf '%s' "$hash" | sha256sum | cut -c1-16)
+if ((print_hash)); then
+	echo "$hash"
+	exit 0
+fi
 out=$out_root/$hash
 
 finish() {

@@ -87,6 +87,45 @@ export function findUmlGuest(repoRoot: string = defaultRepoRoot()): UmlGuest | n
   return { kernel: realpathSync(kernel), initramfs: realpathSync(initramfs) };
 }
 
+/**
+ * The hash of guest/linux's build inputs (sources, config, package and compiler versions): the
+ * name build/uml/<hash> that guest/linux/build.sh gives a build of them. Computed by the script
+ * itself (`build.sh --print-hash`), so the file list and the hashing live in one place.
+ * Throws with the script's output when it cannot (e.g. a build prerequisite is missing).
+ */
+export function umlGuestInputsHash(repoRoot: string = defaultRepoRoot()): string {
+  const script = path.join(repoRoot, 'guest', 'linux', 'build.sh');
+  const r = spawnSync('bash', [script, '--print-hash'], { cwd: repoRoot, encoding: 'utf8' });
+  if (r.error) throw new Error(`cannot run ${script}: ${r.error.message}`);
+  const hash = (r.stdout ?? '').trim();
+  if (r.status !== 0 || !/^[0-9a-f]{16}$/.test(hash)) {
+    throw new Error(`${script} --print-hash failed (${r.signal ?? `exit ${r.status}`}): ${`${r.stdout ?? ''}${r.stderr ?? ''}`.trim()}`);
+  }
+  return hash;
+}
+
+/**
+ * Why build/uml/current is not a build of the current guest/linux sources, or null when it is
+ * (its target is named by the hash of the current inputs, umlGuestInputsHash).
+ */
+export function umlGuestStaleness(repoRoot: string = defaultRepoRoot()): string | null {
+  const current = path.join(umlBuildDir(repoRoot), 'current');
+  let built: string;
+  try {
+    built = path.basename(realpathSync(current));
+  } catch {
+    return `no UML guest at ${current}: run guest/linux/build.sh`;
+  }
+  let hash: string;
+  try {
+    hash = umlGuestInputsHash(repoRoot);
+  } catch (e) {
+    return `cannot tell whether the UML guest is current: ${(e as Error).message}`;
+  }
+  if (built === hash) return null;
+  return `guest is stale: run guest/linux/build.sh (build/uml/current is ${built}, built from other sources than guest/linux now, whose inputs hash to ${hash})`;
+}
+
 /** Runs guest/linux/build.sh (a no-op when up to date; minutes on a cold cache). Throws with its output on failure. */
 export function buildUmlGuest(repoRoot: string = defaultRepoRoot()): UmlGuest {
   const script = path.join(repoRoot, 'guest', 'linux', 'build.sh');

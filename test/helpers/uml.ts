@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
-import { findUmlGuest, type UmlGuest } from '../../src/machine/uml.js';
+import { findUmlGuest, umlGuestStaleness, type UmlGuest } from '../../src/machine/uml.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { onLines } from './lines.js';
@@ -20,14 +20,31 @@ import { cliPath } from './paths.js';
 export const umlGuest: UmlGuest | null = findUmlGuest();
 export const inCI = process.env.CI === 'true';
 
+/** umlGuestStaleness(), asked once per process (it runs `guest/linux/build.sh --print-hash`). */
+let staleness: string | null | undefined;
+
 /**
  * The UML guest, or null after skipping the test with a loud `SKIPPED:` line. Under CI=true a
- * missing guest is a failure: CI builds it (.ci/run), so its absence is a broken pipeline.
+ * missing guest is a failure: CI builds it (.ci/run), so its absence is a broken pipeline. A
+ * guest built from other sources than guest/linux holds now (build/uml/current is not named by
+ * the hash of the current inputs) is refused the same way: a test must not pass or fail on an
+ * old driver.
  */
 export function needGuest(t: { skip: (msg: string) => void }): UmlGuest | null {
-  if (umlGuest) return umlGuest;
-  if (inCI) assert.fail('UML guest not built (run guest/linux/build.sh); CI=true requires it');
-  const msg = 'SKIPPED: UML guest not built (run guest/linux/build.sh)';
+  if (!umlGuest) {
+    if (inCI) assert.fail('UML guest not built (run guest/linux/build.sh); CI=true requires it');
+    return skipLoudly(t, 'UML guest not built (run guest/linux/build.sh)');
+  }
+  if (staleness === undefined) staleness = umlGuestStaleness();
+  if (staleness !== null) {
+    if (inCI) assert.fail(`${staleness}; CI=true requires a current guest`);
+    return skipLoudly(t, staleness);
+  }
+  return umlGuest;
+}
+
+function skipLoudly(t: { skip: (msg: string) => void }, why: string): null {
+  const msg = `SKIPPED: ${why}`;
   console.log(`\n*** ${msg} ***\n`);
   t.skip(msg);
   return null;
