@@ -20,6 +20,20 @@ export { DeviceQueue, type DeviceQueueOptions } from './virtio/device-queue.js';
 export { DriverQueue, type Buffer as DriverBuffer, type DriverQueueOptions, type UsedBuffer } from './virtio/driver-queue.js';
 export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio/ring-views.js';
 export * from './virtio/split-ring.js';
+export { PackedDeviceQueue, type PackedDeviceQueueOptions } from './virtio/packed-device-queue.js';
+export { PackedDriverQueue, type PackedDriverQueueOptions } from './virtio/packed-driver-queue.js';
+export {
+  INITIAL_RING_INDEX,
+  checkPackedQueueSize,
+  packedRingLayout,
+  packedRingViewsFromBytes,
+  packedRingViewsFromGuest,
+  packedVringBase,
+  parsePackedVringBase,
+  type PackedRingAddresses,
+  type PackedRingViews,
+} from './virtio/packed-ring.js';
+export type { DeviceVirtqueue, DriverVirtqueue } from './virtio/virtqueue.js';
 export type { VirtioDevice, DeviceContext } from './device/device.js';
 export {
   DEFAULT_PUBLISH_BATCH,
@@ -28,6 +42,7 @@ export {
   type DeviceHost,
   type DeviceRuntimeOptions,
   type DeviceStats,
+  type QueueBase,
   type QueueConfig,
   type QueueStatus,
 } from './device/runtime.js';
