@@ -46,6 +46,7 @@ export function parseDeviceOptions(def: DeviceDefinition, raw: Readonly<Record<s
   for (const o of def.options) {
     let given = Object.hasOwn(raw, o.flag) ? raw[o.flag] : undefined;
     if (Array.isArray(given)) given = given[given.length - 1];
+    if (given === undefined && o.required) throw new DeviceOptionError(`--${o.flag} ${valueName(o)} is required (${def.name}: ${o.help.split(/[;.]/)[0]})`);
     values[o.flag] = given === undefined ? o.default : validate(o, given);
   }
   return Object.freeze(values);

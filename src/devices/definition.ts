@@ -28,6 +28,8 @@ export interface DeviceOption {
   /** Shown in help after the flag: FILE, N, MS. */
   readonly valueName?: string;
   readonly default?: OptionValue;
+  /** The option must be given (a command line without it is refused, exit 2). */
+  readonly required?: boolean;
   readonly help: string;
   readonly min?: number;
   readonly max?: number;

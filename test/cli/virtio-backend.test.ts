@@ -173,6 +173,7 @@ describe('virtio-backend: refused command lines (exit 2, a message, no stack tra
     [['--device', 'virtio-test', '--device', 'virtio-test', '-s', s], /--device is given more than once/],
     [['--device', 'virtio-test', '-s', s, '--publish-batch', '-1'], /--publish-batch/],
     [['--device', 'virtio-test', '-s', s, '--bogus'], /Unknown option '--bogus'/],
+    [['--device', 'blk', '-s', s], /^virtio-backend: --image FILE is required \(blk: /],
     [['--device', 'virtio-test', '-s', s, 'extra'], /Unexpected argument 'extra'/],
   ];
   for (const [args, message] of cases) {

@@ -43,6 +43,15 @@ test('--ring packed runs the seed program over a packed ring with the same outpu
   assert.match(r.stdout, /virtio response ret is 111/);
 });
 
+test('--device rng --json: the whole output is one JSON object with the bytes read', () => {
+  const r = run('--device', 'rng', '--count', '4', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const summary = JSON.parse(r.stdout) as { device: string; bytes: number; hex: string };
+  assert.equal(summary.device, 'rng');
+  assert.equal(summary.bytes, 4);
+  assert.match(summary.hex, /^[0-9a-f]{8}$/);
+});
+
 test('bad options get a clear message and exit 2', () => {
   for (const [args, msg] of [
     [['--queue-size', '100', '1'], /--queue-size must be a power of two/],

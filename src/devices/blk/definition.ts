@@ -43,6 +43,7 @@ export const blkDefinition: DeviceDefinition = {
       flag: 'image',
       type: 'string',
       valueName: 'FILE',
+      required: true,
       help: 'the raw disk image (or block device) to serve; required. It is locked while served, as QEMU does',
     },
     { flag: 'read-only', type: 'boolean', help: 'serve the image read-only (VIRTIO_BLK_F_RO: writes fail)' },

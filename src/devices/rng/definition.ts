@@ -89,7 +89,7 @@ export const rngDefinition: DeviceDefinition = {
       if (name === PROGRAM_NAME) return (await import('../../drivers/rng/program.js')).hwrngReadProgram;
       return undefined;
     },
-    programArgv: (values) => [PROGRAM_NAME, String(demoCount(values))],
+    programArgv: (values) => [PROGRAM_NAME, ...(values.json ? ['-j'] : []), String(demoCount(values))],
   },
   linux: {
     // Linux's virtio-rng driver behind /dev/hwrng; head -c loops until N bytes (or EOF), od
