@@ -611,7 +611,9 @@ export class DeviceRuntime {
       index,
       maxSize: cfg.maxSize,
       size: q ? q.size : cfg.size,
-      ready: cfg.ready,
+      // A transport's QueueReady (virtio-mmio), or a queue a host started itself (vhost-user
+      // starts rings with SET_VRING_KICK / ENABLE, which never write QueueReady).
+      ready: cfg.ready || q !== null,
       active: q !== null && this.driverOk,
       desc: cfg.desc,
       avail: cfg.avail,

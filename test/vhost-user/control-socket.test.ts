@@ -132,6 +132,8 @@ describe('virtio-backend --control-socket', () => {
       const q = (await c.ask({ execute: 'query-queue-status', arguments: { queue: 0 } })).return;
       assert.equal(q['vring-num'], 64);
       assert.equal(q.layout, 'split');
+      assert.equal(q.ready, true, 'a ring the front-end started is ready');
+      assert.equal(q.active, true);
       assert.equal(q['last-avail-idx'], client.availIdx());
       assert.equal(q['used-idx'], client.usedIdx());
       assert.equal(q['published-used-idx'], client.usedIdx());
