@@ -14,6 +14,11 @@
  *          sleeps in Atomics.wait when it runs dry (ringtest --sleep, eventfds → Atomics.notify)
  *   batch  add(…, publish = false) × B then publish(); the device pops what is pending,
  *          addUsed × N then one publishUsed(); both sides spin
+ *
+ * Layouts: `split` (§2.7: DriverQueue / DeviceQueue) or `packed` (§2.8: PackedDriverQueue /
+ * PackedDeviceQueue), the same loops through the DriverVirtqueue / DeviceVirtqueue interface.
+ * One difference: a packed ring cannot count what is pending (pending() is 0 or 1), so the
+ * batched device pops until pop() returns null.
  */
 import { workerData, parentPort } from 'node:worker_threads';
 import { DeviceQueue } from '../src/virtio/device-queue.js';
@@ -22,13 +27,19 @@ import type { DescriptorChain } from '../src/virtio/chain.js';
 import { GuestMemory } from '../src/virtio/memory.js';
 import { ringViewsFromGuest } from '../src/virtio/ring-views.js';
 import { packedLayout } from '../src/virtio/split-ring.js';
+import { PackedDeviceQueue } from '../src/virtio/packed-device-queue.js';
+import { PackedDriverQueue } from '../src/virtio/packed-driver-queue.js';
+import { packedRingLayout, packedRingViewsFromGuest } from '../src/virtio/packed-ring.js';
+import type { DeviceVirtqueue, DriverVirtqueue } from '../src/virtio/virtqueue.js';
 import { pinSelf, threadCpuSeconds } from './pin.js';
 
 export type RingMode = 'poll' | 'sleep' | 'batch';
+export type RingLayout = 'split' | 'packed';
 
 export interface RingWorkerData {
   role: 'driver' | 'device';
   mode: RingMode;
+  layout: RingLayout;
   count: number;
   ringSize: number;
   batch: number;
@@ -73,15 +84,19 @@ function main(d: RingWorkerData): RingWorkerResult {
   const pin = pinSelf(d.cpu);
   const ctl = new Int32Array(d.ctl);
   const memory = new GuestMemory([{ guestAddr: GUEST_BASE, size: d.mem.byteLength, buffer: d.mem }]);
+  const packed = d.layout === 'packed';
   const layout = packedLayout(GUEST_BASE, d.ringSize);
-  const bufAddr = GUEST_BASE + Math.ceil(layout.bytes / 64) * 64;
+  const packedRing = packedRingLayout(GUEST_BASE, d.ringSize);
+  const bufAddr = GUEST_BASE + Math.ceil(Math.max(layout.bytes, packedRing.bytes) / 64) * 64;
   const n = d.count;
   const B = d.batch;
   let kicks = 0;
   let calls = 0;
 
   if (d.role === 'driver') {
-    const q = new DriverQueue<number>(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
+    const q: DriverVirtqueue<number> = packed
+      ? new PackedDriverQueue<number>(memory, packedRingViewsFromGuest(memory, packedRing), { eventIdx: true, indirect: false })
+      : new DriverQueue<number>(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
     const out: Buffer[] = [{ addr: bufAddr, len: 8 }];
     const none: Buffer[] = [];
     // A polling driver wants no used-buffer notifications (ringtest never writes used_event then).
@@ -153,7 +168,9 @@ function main(d: RingWorkerData): RingWorkerResult {
 
   // device: the driver zeroes the rings in its constructor, so start after it is ready.
   waitChange(ctl, CTL.readyDriver, 0);
-  const q = new DeviceQueue(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
+  const q: DeviceVirtqueue & { pushUsed(c: DescriptorChain, len: number): void } = packed
+    ? new PackedDeviceQueue(memory, packedRingViewsFromGuest(memory, packedRing), { eventIdx: true, indirect: false })
+    : new DeviceQueue(memory, ringViewsFromGuest(memory, layout), { eventIdx: true, indirect: false });
   Atomics.store(ctl, CTL.readyDevice, 1);
   Atomics.notify(ctl, CTL.readyDevice);
   waitChange(ctl, CTL.start, 0);
@@ -189,7 +206,22 @@ function main(d: RingWorkerData): RingWorkerResult {
       }
     }
   } else {
-    for (;;) {
+    if (packed) {
+      let c: DescriptorChain | undefined;
+      for (;;) {
+        while (q.pending() === 0);
+        let k = 0;
+        let next: DescriptorChain | null;
+        while ((next = q.pop(c)) !== null) {
+          c = next; // one chain object refilled
+          q.addUsed(c.head, 0);
+          k++;
+        }
+        q.publishUsed();
+        completed += k;
+        if (completed === n) break;
+      }
+    } else for (;;) {
       let k = q.pending();
       while (k === 0) k = q.pending();
       let c: DescriptorChain | undefined;

@@ -1,7 +1,8 @@
 /**
  * Section "ring": the product's split queue (DriverQueue on one thread, DeviceQueue on another,
- * one SharedArrayBuffer of guest memory) beside Linux's tools/virtio/ringtest, alternated round
- * by round. See bench/ring-worker.ts for what one buffer costs on each side and
+ * one SharedArrayBuffer of guest memory) and its packed queue (PackedDriverQueue /
+ * PackedDeviceQueue, the same loops) beside Linux's tools/virtio/ringtest, alternated round by
+ * round: each packed run follows the split run of its mode, both right after their ringtest run. See bench/ring-worker.ts for what one buffer costs on each side and
  * bench/ringtest.ts for the C reference.
  *
  *   node dist/bench/ring.js [--rounds 5] [--quick] [--only poll|sleep|batch] [--batch 64] [--count N]
@@ -10,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { formatTable, median, type Row, type SectionOptions } from './report.js';
 import { buildRingtest, runRingtest, type RingtestRun } from './ringtest.js';
-import { CTL, MEM_BYTES, type RingMode, type RingWorkerData, type RingWorkerResult } from './ring-worker.js';
+import { CTL, MEM_BYTES, type RingLayout, type RingMode, type RingWorkerData, type RingWorkerResult } from './ring-worker.js';
 
 export const RING_SIZE = 256;
 /** Buffers per batch in batched mode (the device publishes whatever it found pending at once). */
@@ -27,12 +28,12 @@ export interface OursResult {
 }
 
 /** One run of ours: two fresh workers, pinned, started together; timed on the driver thread. */
-export async function runOurs(mode: RingMode, count: number, batch = DEFAULT_BATCH): Promise<OursResult> {
+export async function runOurs(mode: RingMode, count: number, batch = DEFAULT_BATCH, layout: RingLayout = 'split'): Promise<OursResult> {
   const mem = new SharedArrayBuffer(MEM_BYTES);
   const ctl = new SharedArrayBuffer(CTL.words * 4);
   const ctlView = new Int32Array(ctl);
   const url = new URL('./ring-worker.js', import.meta.url);
-  const common = { mode, count, ringSize: RING_SIZE, batch, mem, ctl };
+  const common = { mode, layout, count, ringSize: RING_SIZE, batch, mem, ctl };
   const spawn = (data: RingWorkerData) =>
     new Promise<RingWorkerResult>((resolve, reject) => {
       const w = new Worker(fileURLToPath(url), { workerData: data });
@@ -85,17 +86,18 @@ export async function run(opts: SectionOptions & { only?: RingMode[]; batch?: nu
   type Ours = { samples: number[]; cpu: number[]; kicks: number[]; calls: number[]; waits: number[]; pin: string };
   const fresh = (): Ours => ({ samples: [], cpu: [], kicks: [], calls: [], waits: [], pin: '' });
   const ours: Record<RingMode, Ours> = { poll: fresh(), sleep: fresh(), batch: fresh() };
-  const oursOnce = async (mode: RingMode) => {
+  const packed: Record<RingMode, Ours> = { poll: fresh(), sleep: fresh(), batch: fresh() };
+  const oursOnce = async (mode: RingMode, layout: RingLayout = 'split') => {
     const count = opts.count ?? cfg.ours[mode];
-    const r = await runOurs(mode, count, batch);
-    const o = ours[mode];
+    const r = await runOurs(mode, count, batch, layout);
+    const o = (layout === 'packed' ? packed : ours)[mode];
     o.samples.push(r.opsPerSec);
     o.cpu.push(r.cpuShare);
     o.kicks.push((1000 * r.driver.kicks) / count);
     o.calls.push((1000 * r.device.calls) / count);
     o.waits.push((1000 * (r.driver.waits + r.device.waits)) / count);
     o.pin = `${r.driver.pin}; ${r.device.pin}`;
-    opts.log(`  ours ${mode}: ${(r.opsPerSec / 1e6).toFixed(2)} M/s (cpu ${pct(r.cpuShare)})`);
+    opts.log(`  ours ${layout} ${mode}: ${(r.opsPerSec / 1e6).toFixed(2)} M/s (cpu ${pct(r.cpuShare)})`);
   };
   const refOnce = async (ref: (typeof refs)[keyof typeof refs]) => {
     const v = await runRingtest(ref.run);
@@ -112,10 +114,13 @@ export async function run(opts: SectionOptions & { only?: RingMode[]; batch?: nu
     // Each of ours runs right after the ringtest run it is compared with (paired ratios).
     if (modes.includes('poll') || modes.includes('batch')) await refOnce(refs.rt09poll);
     if (modes.includes('poll')) await oursOnce('poll');
+    if (modes.includes('poll')) await oursOnce('poll', 'packed');
     if (modes.includes('batch')) await oursOnce('batch');
+    if (modes.includes('batch')) await oursOnce('batch', 'packed');
     if (modes.includes('poll')) await refOnce(refs.rtPollPoll);
     if (modes.includes('sleep')) await refOnce(refs.rt09sleep);
     if (modes.includes('sleep')) await oursOnce('sleep');
+    if (modes.includes('sleep')) await oursOnce('sleep', 'packed');
     if (modes.includes('sleep')) await refOnce(refs.rtPollSleep);
   }
   const rows: Row[] = [];
@@ -178,6 +183,22 @@ export async function run(opts: SectionOptions & { only?: RingMode[]; batch?: nu
         `cpu ${pct(median(ours.batch.cpu))}`,
     });
   }
+  // The packed ring, per mode: against the same ringtest run as the split row, and against split.
+  const packedRow = (mode: RingMode, name: string, ref: (typeof refs)[keyof typeof refs], extra: string): Row => ({
+    section: 'ring',
+    name: `ours, packed ring: ${name}`,
+    unit: 'buffers/s',
+    samples: packed[mode].samples,
+    ref: { name: ref.name, samples: ref.samples },
+    paired: pairs(packed[mode].samples, ref.samples),
+    note: `packed/split ${median(pairs(packed[mode].samples, ours[mode].samples)).toFixed(2)}× paired${extra}; cpu ${pct(median(packed[mode].cpu))}`,
+  });
+  if (modes.includes('poll')) rows.push(packedRow('poll', 'per-buffer publishing, polling', refs.rt09poll, ''));
+  if (modes.includes('sleep')) {
+    const o = packed.sleep;
+    rows.push(packedRow('sleep', 'per-buffer, event idx + Atomics.wait/notify', refs.rt09sleep, `; per 1k buffers: ${per1k(o.kicks)} kicks, ${per1k(o.calls)} calls, ${per1k(o.waits)} sleeps`));
+  }
+  if (modes.includes('batch')) rows.push(packedRow('batch', `batched publishing (${batch}/publish), polling`, refs.rt09poll, ''));
   return rows;
 }
 
