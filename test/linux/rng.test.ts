@@ -73,21 +73,8 @@ for (const machine of ['uml', 'qemu'] as const) {
       const guest = need(t);
       if (!guest.uml && !guest.qemu) return;
       const socket = path.join(tmp.dir, `${machine}.sock`);
-      const daemon = spawn(process.execPath, [cliPath('virtio-backend'), '--device', 'rng', '--socket-path', socket, '--source', source], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const out: string[] = [];
-      let stderr = '';
-      daemon.stderr.on('data', (d) => (stderr += d));
-      const listening = new Promise<void>((resolve, reject) => {
-        onLines(daemon.stdout, (l) => {
-          out.push(l);
-          if (/listening on/.test(l)) resolve();
-        });
-        daemon.on('exit', (c) => reject(new Error(`virtio-backend exited ${c}: ${stderr}`)));
-      });
+      const daemon = await startRngDaemon(socket);
       try {
-        await listening;
         const command = rng.linux!.guestCommand({ count: 512 }, []);
         const kernelArgs = [...(rng.linux!.kernelArgs ?? [])];
         const r = guest.uml
@@ -95,11 +82,10 @@ for (const machine of ['uml', 'qemu'] as const) {
           : await runQemu({ guest: guest.qemu!, vhostUser: [{ socket, device: rng.linux!.qemuDevice({})! }], command, kernelArgs, timeoutMs: 120_000 });
         assert.equal(r.exitCode, 0, r.bootLines.slice(-20).join('\n'));
         assertRunOfSource(bytesOf(r.lines), 512);
-        assert.ok(out.some((l) => /front-end 1 connected/.test(l)), out.join('\n'));
-        assert.equal(stderr, '', 'no diagnostics from the daemon');
+        assert.ok(daemon.out.some((l) => /front-end 1 connected/.test(l)), daemon.out.join('\n'));
+        assert.equal(daemon.stderr, '', 'no diagnostics from the daemon');
       } finally {
-        daemon.kill('SIGTERM');
-        await new Promise((r) => daemon.once('exit', r));
+        await daemon.stop();
       }
     });
   });
@@ -111,21 +97,8 @@ describe('virtio-rng on QEMU 7.2 over a packed virtqueue (packed=on)', () => {
     if (!guest) return;
     const socket = path.join(tmp.dir, 'qemu-packed.sock');
     // --packed: the daemon offers VIRTIO_F_RING_PACKED (off by default, see docs/vhost-user.md).
-    const daemon = spawn(process.execPath, [cliPath('virtio-backend'), '--device', 'rng', '--packed', '--socket-path', socket, '--source', source], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: string[] = [];
-    let stderr = '';
-    daemon.stderr.on('data', (d) => (stderr += d));
-    const listening = new Promise<void>((resolve, reject) => {
-      onLines(daemon.stdout, (l) => {
-        out.push(l);
-        if (/listening on/.test(l)) resolve();
-      });
-      daemon.on('exit', (c) => reject(new Error(`virtio-backend exited ${c}: ${stderr}`)));
-    });
+    const daemon = await startRngDaemon(socket, ['--packed']);
     try {
-      await listening;
       const [sh, c, script] = rng.linux!.guestCommand({ count: 512 }, []);
       const command = [sh!, c!, `${PACKED_FEATURE_SCRIPT}\n${script}`];
       const kernelArgs = [...(rng.linux!.kernelArgs ?? [])];
@@ -135,11 +108,38 @@ describe('virtio-rng on QEMU 7.2 over a packed virtqueue (packed=on)', () => {
       t.diagnostic(`guest sysfs: ${r.lines.filter((l) => l.trim().startsWith('vdev ')).join(' | ')}`);
       assert.equal(packedFeatureOf(r.lines, 4), '1', `VIRTIO_F_RING_PACKED negotiated:\n${r.lines.join('\n')}`);
       assertRunOfSource(bytesOf(r.lines), 512);
-      assert.ok(out.some((l) => /front-end 1 connected/.test(l)), out.join('\n'));
-      assert.equal(stderr, '', 'no diagnostics from the daemon');
+      assert.ok(daemon.out.some((l) => /front-end 1 connected/.test(l)), daemon.out.join('\n'));
+      assert.equal(daemon.stderr, '', 'no diagnostics from the daemon');
     } finally {
-      daemon.kill('SIGTERM');
-      await new Promise((r) => daemon.once('exit', r));
+      await daemon.stop();
     }
   });
 });
+
+/** `virtio-backend --device rng` serving the entropy file on `socket`, up and listening. */
+async function startRngDaemon(socket: string, extra: string[] = []) {
+  const proc = spawn(process.execPath, [cliPath('virtio-backend'), '--device', 'rng', ...extra, '--socket-path', socket, '--source', source], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out: string[] = [];
+  const daemon = { proc, out, stderr: '' };
+  proc.stderr.on('data', (d) => (daemon.stderr += d));
+  await new Promise<void>((resolve, reject) => {
+    onLines(proc.stdout, (l) => {
+      out.push(l);
+      if (/listening on/.test(l)) resolve();
+    });
+    proc.on('exit', (c) => reject(new Error(`virtio-backend exited ${c}: ${daemon.stderr}`)));
+  });
+  return {
+    proc,
+    out,
+    get stderr() {
+      return daemon.stderr;
+    },
+    async stop() {
+      proc.kill('SIGTERM');
+      if (proc.exitCode === null && proc.signalCode === null) await new Promise((r) => proc.once('exit', r));
+    },
+  };
+}
