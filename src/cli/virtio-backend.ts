@@ -43,6 +43,7 @@ import {
   optionNamesIn,
   parseDeviceOptions,
 } from './device-options.js';
+import { LOG_FORMATS, LOG_LEVELS, LOG_LEVEL_ENV, createDaemonLog, isLogLevel, type DaemonLog, type LogFormat } from './daemon-log.js';
 import { optionParser, type OptionParser } from './options.js';
 import {
   TRACE_OPTIONS,
@@ -82,6 +83,9 @@ const DAEMON_OPTIONS = {
   'publish-batch': { type: 'string' },
   packed: { type: 'boolean' },
   quiet: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-timestamps': { type: 'boolean' },
   ...TRACE_OPTIONS,
   'ready-fd': { type: 'string' },
   version: { type: 'boolean', short: 'V' },
@@ -181,6 +185,9 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
     ['--publish-batch N', `publish the used ring after the first answer of a pass, then every N answers (default ${DEFAULT_PUBLISH_BATCH}; 0: once per pass). Smaller lets the driver recycle buffers sooner.`],
     ['--packed', 'also offer the packed virtqueue (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8), for QEMU devices with packed=on. Not for UML: virtio_uml takes it and gets its ring base wrong. Packed rings are not tracked in the inflight buffer: a restart of this daemon loses their requests in flight (docs/vhost-user.md).'],
     ['--quiet', "do not print the device's lines"],
+    ['--log-level L', `error, warn or info (default; also the ${LOG_LEVEL_ENV} environment variable): lines below L are not written. info: the device's lines and the daemon's notes (stdout), warn: diagnostics (stderr), error: why it stops`],
+    ['--log-format F', 'text (default: the device\'s lines verbatim, the daemon\'s prefixed with its name) or json (one {"time","level","source","message"} object per line)'],
+    ['--log-timestamps', "prefix the daemon's own lines with an ISO 8601 UTC time (the device's lines keep their exact wording)"],
     ...traceHelpRows(BARE_TRACE),
     ['--ready-fd N', 'write "ready\\n" to file descriptor N once listening, then close it'],
     ['-V, --version', 'print the version and exit'],
@@ -322,12 +329,15 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
   function optionError(message: string): never {
     return options.optionError(message);
   }
+  // The log (daemon-log.ts); its level and format are known once the options are parsed.
+  let log: DaemonLog = createDaemonLog({ program });
   function fatal(message: string): never {
-    process.stderr.write(`${program}: ${message}\n`);
+    log.error(message);
     process.exit(1);
   }
+  /** The command's own output (help, version, capabilities): not log lines. */
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
-  const warn = (line: string): void => void process.stderr.write(`${program}: ${line}\n`);
+  const warn = (line: string): void => log.warn(line);
   const reserved = Object.keys(DAEMON_OPTIONS);
 
   // A lenient first pass: which device, which options were given (for messages about options
@@ -443,6 +453,19 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
     `a count in 0..${MAX_QUEUE_SIZE}`,
   );
   const quiet = v['quiet'] === true;
+  const levelArg = (v['log-level'] as string | undefined) ?? process.env[LOG_LEVEL_ENV];
+  if (levelArg !== undefined && !isLogLevel(levelArg)) {
+    optionError(`--log-level${v['log-level'] === undefined ? ` (from ${LOG_LEVEL_ENV})` : ''} must be one of ${LOG_LEVELS.join(', ')}, got '${levelArg}'`);
+  }
+  const formatArg = (v['log-format'] as string | undefined) ?? 'text';
+  if (!(LOG_FORMATS as readonly string[]).includes(formatArg)) optionError(`--log-format must be one of ${LOG_FORMATS.join(', ')}, got '${formatArg}'`);
+  log = createDaemonLog({
+    program,
+    ...(levelArg === undefined ? {} : { level: levelArg }),
+    format: formatArg as LogFormat,
+    timestamps: v['log-timestamps'] === true,
+  });
+  const device = (line: string): void => log.device(line);
   let trace: TraceRequest;
   try {
     trace = traceRequest(v, BARE_TRACE);
@@ -463,7 +486,7 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
   }
 
   // Open the device, then listen.
-  const env: DeviceEnvironment = { log: out, warn, quiet };
+  const env: DeviceEnvironment = { log: device, warn, quiet };
   let factory: DeviceFactory;
   try {
     factory = await def.open(values, env);
@@ -494,9 +517,9 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
         ? { socketPath: source.path, socketMode: source.mode, ...(source.gid === undefined ? {} : { socketGroup: source.gid }) }
         : { listenFd: source.fd }),
       createDevice: () => factory.createDevice(),
-      log: out,
+      log: device,
       warn,
-      info: (line) => out(`${program}: ${line}`),
+      info: (line) => log.info(line),
       maxQueueSize,
       publishBatch,
       ...(v['packed'] === true ? { packedRing: true } : {}),
@@ -534,8 +557,8 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
   }
   const where = source.kind === 'path' ? source.path : `fd ${source.fd}${server.socketPath ? `, ${server.socketPath}` : ''}`;
   const description = factory.description ?? `device ${def.deviceId}`;
-  out(`${program}: listening on ${where} (${description})`);
-  if (control) out(`${program}: control socket on ${control.socketPath}`);
+  log.info(`listening on ${where} (${description})`);
+  if (control) log.info(`control socket on ${control.socketPath}`);
   if (readyFd >= 0) {
     try {
       writeSync(readyFd, 'ready\n');
@@ -550,7 +573,7 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    out(`${program}: ${signal}: shutting down`);
+    log.info(`${signal}: shutting down`);
     notifyServiceManager('STOPPING=1\n', warn);
     void Promise.all([server.close(), control?.close()])
       .then(closeFactory)
