@@ -45,6 +45,7 @@ import {
 } from './device-options.js';
 import { LOG_FORMATS, LOG_LEVELS, LOG_LEVEL_ENV, createDaemonLog, isLogLevel, type DaemonLog, type LogFormat } from './daemon-log.js';
 import { optionParser, type OptionParser } from './options.js';
+import { packageVersion } from './package-version.js';
 import {
   TRACE_OPTIONS,
   TraceSelectionError,
@@ -138,15 +139,6 @@ export function capabilities(def: DeviceDefinition): { type: string; features?: 
   return type === 'gpu' || type === 'input' ? { type, features: [] } : { type };
 }
 
-function packageVersion(): string {
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; ) {
-    const file = path.join(dir, 'package.json');
-    if (existsSync(file)) return String((JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown }).version ?? 'unknown');
-    const parent = path.dirname(dir);
-    if (parent === dir) return 'unknown';
-    dir = parent;
-  }
-}
 
 function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string {
   const p = cmd.program;

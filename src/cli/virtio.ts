@@ -26,6 +26,7 @@ import {
 } from './device-options.js';
 import { optionParser, type OptionParser } from './options.js';
 import { TRACE_OPTIONS, TraceSelectionError, describeEvents, normalizeTraceArgs, openTraceOutput, traceHelpRows, traceRequest, type TraceRequest } from './trace-options.js';
+import { packageVersion } from './package-version.js';
 import { formatDeviceStats } from '../device/status-text.js';
 
 const MACHINES = ['embedded', 'uml', 'qemu'] as const;
@@ -45,6 +46,7 @@ const COMMAND_OPTIONS = {
   stats: { type: 'boolean' },
   ...TRACE_OPTIONS,
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
 } as const;
 
 /** What a bare --trace traces on the embedded machine: everything. */
@@ -79,6 +81,7 @@ Options:
                       indices, addresses, event suppression, counters), as QEMU's
                       x-query-virtio-status / x-query-virtio-queue-status (embedded machine)
 ${helpLines(traceHelpRows(BARE_TRACE), 2, 20).join('\n')}
+  -V, --version       print the version and exit
   -h, --help          this text
 
 Devices and their options:
@@ -128,6 +131,10 @@ async function main(): Promise<void> {
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(`${help()}\n`);
+    return;
+  }
+  if (values.version) {
+    process.stdout.write(`virtio ${packageVersion()}\n`);
     return;
   }
   if (values.trace?.includes('help')) {

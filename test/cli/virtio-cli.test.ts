@@ -52,6 +52,13 @@ test('--device rng --json: the whole output is one JSON object with the bytes re
   assert.match(summary.hex, /^[0-9a-f]{8}$/);
 });
 
+test('--version prints the package version', () => {
+  const r = run('--version');
+  assert.equal(r.status, 0, r.stderr);
+  const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  assert.equal(r.stdout, `virtio ${version}\n`);
+});
+
 test('bad options get a clear message and exit 2', () => {
   for (const [args, msg] of [
     [['--queue-size', '100', '1'], /--queue-size must be a power of two/],
