@@ -358,24 +358,21 @@ export class DeviceRuntime {
   startQueue(index: number, rings: RingViews | PackedRingViews, base: QueueBase = {}): DeviceVirtqueue {
     const eventIdx = hasFeature(this.driverFeatures, FeatureBit.RING_EVENT_IDX);
     const indirect = hasFeature(this.driverFeatures, FeatureBit.RING_INDIRECT_DESC);
+    const common = {
+      eventIdx,
+      indirect,
+      index,
+      ...(base.nextAvail !== undefined ? { nextAvail: base.nextAvail } : {}),
+      ...(base.nextUsed !== undefined ? { nextUsed: base.nextUsed } : {}),
+    };
     let q: DeviceVirtqueue;
     if ('avail' in rings) {
       if (this.packed) fail('FEATURES_INVALID', `queue ${index}: split ring views for a driver that negotiated VIRTIO_F_RING_PACKED`, '§2.8');
-      q = new DeviceQueue(this.memory, rings, {
-        eventIdx,
-        indirect,
-        index,
-        ...(base.nextAvail !== undefined ? { nextAvail: base.nextAvail } : {}),
-        ...(base.nextUsed !== undefined ? { nextUsed: base.nextUsed } : {}),
-      });
+      q = new DeviceQueue(this.memory, rings, common);
     } else {
       if (!this.packed) fail('FEATURES_INVALID', `queue ${index}: packed ring views for a driver that did not negotiate VIRTIO_F_RING_PACKED`, '§2.7');
       q = new PackedDeviceQueue(this.memory, rings, {
-        eventIdx,
-        indirect,
-        index,
-        ...(base.nextAvail !== undefined ? { nextAvail: base.nextAvail } : {}),
-        ...(base.nextUsed !== undefined ? { nextUsed: base.nextUsed } : {}),
+        ...common,
         ...(base.keepLists ? { keepLists: true } : {}),
         ...(base.adopt instanceof PackedDeviceQueue ? { adopt: base.adopt } : {}),
       });

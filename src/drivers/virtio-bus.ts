@@ -150,35 +150,29 @@ export class VirtioDriverDevice {
     if (max === 0) throw new ProbeError(`queue ${index} is not available on this device`);
     const size = Math.min(options.size ?? max, max);
     const k = this.kernel;
-    if (this.hasFeature(FeatureBit.RING_PACKED)) {
-      // §2.8.10.1: descriptor ring (16-aligned), driver and device event suppression (4-aligned).
-      const bytes = packedRingLayout(0, size).bytes;
-      const base = k.dmaAlloc(bytes, 4096);
-      if (base === null) throw new ProbeError(`no guest memory for queue ${index} (${bytes} bytes)`);
-      const ring = packedRingLayout(base, size);
-      const queue = new PackedDriverQueue<T>(k.memory, packedRingViewsFromGuest(k.memory, ring), {
-        eventIdx: this.hasFeature(FeatureBit.RING_EVENT_IDX),
-        indirect: this.hasFeature(FeatureBit.RING_INDIRECT_DESC),
-        allocIndirect: (n) => k.dmaAlloc(n, 16),
-        freeIndirect: (a) => k.dmaFree(a),
-        index,
-      });
-      this.transport.setupQueue(index, { size, desc: ring.desc, avail: ring.driver, used: ring.device });
-      this.queues[index] = { queue, callback, ringAddr: base };
-      return queue;
-    }
-    const bytes = packedLayout(0, size).bytes;
+    // Split (§2.7): descriptor table, available and used rings; packed (§2.8.10.1): descriptor
+    // ring and the driver and device event suppression structures. Both in one allocation.
+    const packed = this.hasFeature(FeatureBit.RING_PACKED);
+    const bytes = (packed ? packedRingLayout(0, size) : packedLayout(0, size)).bytes;
     const base = k.dmaAlloc(bytes, 4096);
     if (base === null) throw new ProbeError(`no guest memory for queue ${index} (${bytes} bytes)`);
-    const ring = packedLayout(base, size);
-    const queue = new DriverQueue<T>(k.memory, ringViewsFromGuest(k.memory, ring), {
+    const queueOptions = {
       eventIdx: this.hasFeature(FeatureBit.RING_EVENT_IDX),
       indirect: this.hasFeature(FeatureBit.RING_INDIRECT_DESC),
-      allocIndirect: (n) => k.dmaAlloc(n, 16),
-      freeIndirect: (a) => k.dmaFree(a),
+      allocIndirect: (n: number) => k.dmaAlloc(n, 16),
+      freeIndirect: (a: number) => k.dmaFree(a),
       index,
-    });
-    this.transport.setupQueue(index, ring);
+    };
+    let queue: DriverVirtqueue<T>;
+    if (packed) {
+      const ring = packedRingLayout(base, size);
+      queue = new PackedDriverQueue<T>(k.memory, packedRingViewsFromGuest(k.memory, ring), queueOptions);
+      this.transport.setupQueue(index, { size, desc: ring.desc, avail: ring.driver, used: ring.device });
+    } else {
+      const ring = packedLayout(base, size);
+      queue = new DriverQueue<T>(k.memory, ringViewsFromGuest(k.memory, ring), queueOptions);
+      this.transport.setupQueue(index, ring);
+    }
     this.queues[index] = { queue, callback, ringAddr: base };
     return queue;
   }
