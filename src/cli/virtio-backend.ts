@@ -83,6 +83,7 @@ const DAEMON_OPTIONS = {
   'print-capabilities': { type: 'boolean' },
   'publish-batch': { type: 'string' },
   packed: { type: 'boolean' },
+  'require-sealed-memory': { type: 'boolean' },
   quiet: { type: 'boolean' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
@@ -176,6 +177,7 @@ function help(cmd: BackendCommand, device: DeviceDefinition | undefined): string
     ['--print-capabilities', `print the back-end's capabilities as JSON ({"type": ...}) and exit${cmd.fixedDevice ? '' : '; needs --device'}`],
     ['--publish-batch N', `publish the used ring after the first answer of a pass, then every N answers (default ${DEFAULT_PUBLISH_BATCH}; 0: once per pass). Smaller lets the driver recycle buffers sooner.`],
     ['--packed', 'also offer the packed virtqueue (VIRTIO_F_RING_PACKED, virtio 1.2 §2.8), for QEMU devices with packed=on. Not for UML: virtio_uml takes it and gets its ring base wrong. Packed rings are not tracked in the inflight buffer: a restart of this daemon loses their requests in flight (docs/vhost-user.md).'],
+    ['--require-sealed-memory', "accept guest memory only as memfds sealed against shrinking (F_SEAL_SHRINK; QEMU's memory-backend-memfd seals by default, UML's memory file cannot be sealed). Without it, a front-end that shrinks its memory under the daemon has the connection closed (SIGBUS caught)"],
     ['--quiet', "do not print the device's lines"],
     ['--log-level L', `error, warn or info (default; also the ${LOG_LEVEL_ENV} environment variable): lines below L are not written. info: the device's lines and the daemon's notes (stdout), warn: diagnostics (stderr), error: why it stops`],
     ['--log-format F', 'text (default: the device\'s lines verbatim, the daemon\'s prefixed with its name) or json (one {"time","level","source","message"} object per line)'],
@@ -515,6 +517,7 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
       maxQueueSize,
       publishBatch,
       ...(v['packed'] === true ? { packedRing: true } : {}),
+      ...(v['require-sealed-memory'] === true ? { requireSealedMemory: true } : {}),
       ...(TRACE.vhost_user_recv.enabled ? { trace: emitVhostUserRecv } : {}),
     });
   } catch (e) {

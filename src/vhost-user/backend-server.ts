@@ -49,6 +49,8 @@ export interface ServeDeviceOptions {
   maxQueueSize?: number;
   /** Offer VIRTIO_F_RING_PACKED (BackendSessionOptions.packedRing). Default false. */
   packedRing?: boolean;
+  /** Refuse memory that is not a memfd sealed against shrinking (BackendSessionOptions.requireSealedMemory). Default false. */
+  requireSealedMemory?: boolean;
   maxMemSlots?: number;
   /** Used-ring publication batch within a pass (DeviceRuntimeOptions.publishBatch). Default 32. */
   publishBatch?: number;
@@ -147,6 +149,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
       maxQueueSize,
       maxMemSlots: options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS,
       ...(options.packedRing ? { packedRing: true } : {}),
+      ...(options.requireSealedMemory ? { requireSealedMemory: true } : {}),
       ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),
       ...(options.trace ? { trace: options.trace } : {}),
       onClose: (reason) => {

@@ -71,7 +71,7 @@ import { BackendChannel } from './backend-channel.js';
 import { ProtocolError, REQUEST_RULES, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
 import { InflightBuffer, createInflightFd } from './inflight.js';
 import { InflightTrackingDevice } from './inflight-tracker.js';
-import { MappedMemory } from './mapped-memory.js';
+import { MappedMemory, onMemoryFault } from './mapped-memory.js';
 import { MessageChannel, closeQuietly } from './message-channel.js';
 import { native } from './native/index.js';
 import {
@@ -180,6 +180,12 @@ export interface BackendSessionOptions {
   /** Called once when the connection has ended and every resource is released. */
   onClose?(reason: string | null): void;
   /**
+   * Refuse memory regions whose fd is not a memfd sealed against shrinking (F_SEAL_SHRINK),
+   * so the front-end cannot take pages away under the back-end. Default false: UML's guest
+   * memory is a plain file, and QEMU's memfd is sealed only with its default `seal=on`.
+   */
+  requireSealedMemory?: boolean;
+  /**
    * The refusal rule (see the module comment): true closes the connection when a refusal
    * cannot be acknowledged. Default: BackendSession.strictByDefault.
    */
@@ -233,6 +239,7 @@ export class BackendSession {
   private backend: BackendChannel | null = null;
   private inflight: InflightBuffer | null = null;
   private closed = false;
+  private readonly unwatchFaults: () => void;
   /**
    * Packed rings: the queue that ran until the ring last stopped, so the next one can take over
    * its buffers in flight and their kept lists (PackedDeviceQueue adopt); null once the ring is
@@ -253,7 +260,8 @@ export class BackendSession {
     this.mapped = new MappedMemory(this.memory, options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS, (unmap) => {
       if (this.runtime.owedCount === 0) unmap();
       else void this.runtime.settled().then(unmap);
-    });
+    }, options.requireSealedMemory === true);
+    this.unwatchFaults = onMemoryFault(() => this.checkMemoryFaults());
     const host: DeviceHost = {
       interrupt: (q) => this.vrings[q]?.signalCall(),
       configInterrupt: () => this.configInterrupt(),
@@ -1036,10 +1044,25 @@ export class BackendSession {
 
   // ---------------------------------------------------------------- teardown
 
+  /**
+   * The SIGBUS guard replaced pages of front-end memory (the front-end shrank a region's fd
+   * after SET_MEM_TABLE): what the device read or wrote there since is not the guest's
+   * memory, so the connection ends, as for any request the back-end cannot honour.
+   */
+  private checkMemoryFaults(): void {
+    if (this.closed) return;
+    const lost = this.mapped.faulted();
+    if (lost.length === 0) return;
+    const where = lost.map(({ region, pages }) => `${pages} page(s) of region gpa 0x${region.guestAddr.toString(16)} (size 0x${region.size.toString(16)})`).join(', ');
+    this.options.warn(`front-end memory shrank under the back-end: ${where} gone (its fd was truncated after SET_MEM_TABLE; SIGBUS caught, zero pages mapped in their place); closing the connection`);
+    this.close('front-end memory shrank under the back-end');
+  }
+
   private dispose(reason: string | null): void {
     if (this.closed) return;
     this.stopAll();
     this.closed = true;
+    this.unwatchFaults();
     for (const v of this.vrings) v.close();
     this.backend?.close();
     this.backend = null;

@@ -19,6 +19,8 @@ export interface RamRegionSpec {
   userAddr?: number;
   /** Where the region starts in its memfd (default 0); the memfd is offset + size long. */
   mmapOffset?: number;
+  /** Seals to add to the memfd (F_ADD_SEALS; e.g. F_SEAL_SHRINK 2 | F_SEAL_GROW 4, as QEMU's memfd backend does). Default none. */
+  seals?: number;
 }
 
 export interface RamRegion {
@@ -53,6 +55,7 @@ export class FrontendMemory {
     let mapping: ArrayBuffer;
     const lead = mmapOffset % native.pageSize;
     try {
+      if (s.seals) native.addSeals(fd, s.seals);
       mapping = native.mmap(fd, lead + s.size, mmapOffset - lead);
     } catch (e) {
       closeQuietly(fd);

@@ -13,10 +13,19 @@
  * unmapped when `release` says so: the session waits until the device model's asynchronous
  * I/O into it has finished, so a preadv still running on libuv's pool never writes into an
  * address range the process has since mapped for something else.
+ *
+ * A front-end can take pages away after the fact: ftruncate() its fd smaller and every access
+ * to the lost pages raises SIGBUS, which by default kills the back-end. Two defences
+ * (docs/vhost-user.md "Memory the front-end shrinks"):
+ *  - `requireSealed`: accept only memfds sealed against shrinking (F_SEAL_SHRINK, as QEMU's
+ *    memory-backend-memfd seals by default); anything else is refused at SET_MEM_TABLE.
+ *  - Always: the addon's SIGBUS guard maps a zero page over a lost page and reports it on an
+ *    eventfd (`onMemoryFault`); `faulted()` says which regions lost pages, and the session
+ *    closes the connection (the front-end broke the memory contract).
  */
 import { fstatSync } from 'node:fs';
 import type { GuestMemory, MemoryRegion } from '../virtio/memory.js';
-import { native } from './native/index.js';
+import { native, type Watch } from './native/index.js';
 import { ProtocolError } from './codec.js';
 import { closeQuietly } from './message-channel.js';
 import { toSafeNumber, type MemoryRegionDescription } from './payloads.js';
@@ -32,6 +41,38 @@ export interface MappedRegion {
   readonly region: MemoryRegion;
 }
 
+/** F_SEAL_SHRINK (linux/fcntl.h): the file cannot be made smaller. */
+export const F_SEAL_SHRINK = 0x0002;
+
+const faultListeners = new Set<() => void>();
+let faultWatch: Watch | null = null;
+
+/**
+ * Calls `listener` (on the event loop) after the addon's SIGBUS guard has replaced lost pages
+ * of a mapping with zero pages; returns the unsubscribe function. The watch is unref'd: it
+ * never keeps the process alive by itself.
+ */
+export function onMemoryFault(listener: () => void): () => void {
+  faultListeners.add(listener);
+  if (faultWatch === null) {
+    const fd = native.memoryFaultFd();
+    if (fd !== null) {
+      faultWatch = native
+        .watchEventfd(fd, () => {
+          for (const l of [...faultListeners]) l();
+        })
+        .unref();
+    }
+  }
+  return () => {
+    faultListeners.delete(listener);
+    if (faultListeners.size === 0 && faultWatch !== null) {
+      faultWatch.stop();
+      faultWatch = null;
+    }
+  };
+}
+
 export class MappedMemory {
   private readonly regions: MappedRegion[] = [];
 
@@ -42,7 +83,19 @@ export class MappedMemory {
     readonly maxSlots: number,
     /** Called with the munmap of a region gone from the lookup; runs it when nothing uses it any more (default: at once). */
     private readonly release: (unmap: () => void) => void = (unmap) => unmap(),
+    /** Accept only memfds sealed against shrinking (F_SEAL_SHRINK). */
+    readonly requireSealed = false,
   ) {}
+
+  /** The regions whose pages the SIGBUS guard replaced (the front-end shrank their fd), with the page count. */
+  faulted(): { region: MappedRegion; pages: number }[] {
+    const out: { region: MappedRegion; pages: number }[] = [];
+    for (const r of this.regions) {
+      const pages = native.mappingFaults(r.mapping);
+      if (pages > 0) out.push({ region: r, pages });
+    }
+    return out;
+  }
 
   get count(): number {
     return this.regions.length;
@@ -91,6 +144,14 @@ export class MappedMemory {
     // Touching a page past the end of a file raises SIGBUS and kills the process: refuse
     // a region that is not inside its file (for the kinds whose size we can know).
     const kind = native.fdKind(fd);
+    if (this.requireSealed) {
+      const seals = kind === 'memfd' ? native.fdSeals(fd) : -1;
+      if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) {
+        throw new ProtocolError(
+          `${what}: the fd is ${kind === 'memfd' ? 'a memfd not sealed against shrinking (F_SEAL_SHRINK)' : `a ${kind}, not a sealed memfd`}, and sealed memory is required (--require-sealed-memory)`,
+        );
+      }
+    }
     if (kind === 'memfd' || kind === 'file') {
       const fileSize = native.fdSize(fd);
       if (mmapOffset + size > fileSize) {

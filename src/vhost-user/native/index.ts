@@ -152,6 +152,14 @@ export interface Native {
   /** memfd_create(MFD_CLOEXEC) + ftruncate(size). `name` is at most 249 bytes. */
   memfdCreate(name: string, size: number): number;
   /** fstat() st_size. */
+  /** How many pages of an mmap()ed ArrayBuffer the SIGBUS guard replaced with zero pages (the front-end shrank the fd under it). */
+  mappingFaults(ab: ArrayBuffer): number;
+  /** The process's SIGBUS-guard eventfd (written once per repaired fault; do not close), or null if the guard is not installed. */
+  memoryFaultFd(): number | null;
+  /** A memfd's seals (F_GET_SEALS: F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8), or -1 if the fd cannot carry seals. */
+  fdSeals(fd: number): number;
+  /** F_ADD_SEALS. */
+  addSeals(fd: number, seals: number): void;
   fdSize(fd: number): number;
   /** What the fd refers to. */
   fdKind(fd: number): 'eventfd' | 'socket' | 'memfd' | 'file' | 'other';
@@ -277,6 +285,10 @@ const functionNames = [
   'mmap',
   'munmap',
   'memfdCreate',
+  'mappingFaults',
+  'memoryFaultFd',
+  'fdSeals',
+  'addSeals',
   'fdSize',
   'fdKind',
   'close',

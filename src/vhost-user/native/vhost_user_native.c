@@ -12,7 +12,11 @@
  *   - MAP_SHARED mappings exposed as zero-copy external ArrayBuffers that can
  *     be unmapped (and detached) explicitly,
  *   - readiness watching of fds with uv_poll on the calling thread's loop,
- *   - open file description byte-range locks (image locking of virtio-blk).
+ *   - open file description byte-range locks (image locking of virtio-blk),
+ *   - a SIGBUS guard over those mappings: a page the front-end took away by
+ *     shrinking its fd is replaced by a private zero page instead of killing
+ *     the process, and the fault is reported on an eventfd,
+ *   - memfd seals (F_GET_SEALS / F_ADD_SEALS).
  *
  * Conventions:
  *   - A failed syscall throws an Error whose message is "<call>: <strerror>"
@@ -32,6 +36,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -833,7 +839,122 @@ typedef struct {
   size_t len;
   bool unmapped;
   int refs;
+  int guard; /* its slot in the SIGBUS guard table, or -1 */
 } mapping_t;
+
+/* ------------------------------------------------------------------------ */
+/* The SIGBUS guard                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A MAP_SHARED mapping of a front-end's fd can lose its pages under us: the
+ * front-end only has to ftruncate() the fd smaller (an unsealed memfd, a
+ * file). Touching such a page raises SIGBUS, whose default action kills the
+ * process, and the touch may come from anywhere: a TypedArray read in
+ * JavaScript, a copy in this addon, a preadv on libuv's pool. Nothing on
+ * the access path can check for it at a cost we would accept, so the guard
+ * sits beside it: a SIGBUS handler that, for an address inside a mapping
+ * made by mmap() here, maps a private anonymous zero page over the faulting
+ * page (MAP_FIXED) and returns, so the access is retried and completes
+ * (reads see zeros, writes go nowhere), counts the fault on the mapping and
+ * writes the fault eventfd. The session watching that eventfd then treats the
+ * front-end as broken (its memory is no longer what it shared). Any other
+ * SIGBUS goes to the disposition that was there before (by default: the
+ * process dies, as it would have).
+ *
+ * The table is written by the thread that maps and unmaps (the JS thread)
+ * and read by the handler on any thread: slots are published with release
+ * stores of `start` after `end`, and cleared before munmap. A mapping is
+ * unmapped only once no asynchronous I/O uses it (mapped-memory.ts), so no
+ * other thread can be faulting in a slot that is being cleared. mmap() is
+ * not on POSIX's async-signal-safe list but is a single system call on
+ * Linux, as the handler's write() is; errno is preserved. */
+#define GUARD_SLOTS 1024
+
+typedef struct {
+  _Atomic uintptr_t start; /* 0: free */
+  _Atomic uintptr_t end;
+  _Atomic unsigned faults;
+} guard_slot_t;
+
+static guard_slot_t guard_slots[GUARD_SLOTS];
+static struct sigaction guard_previous;
+static int guard_efd = -1;
+static uintptr_t guard_page_mask;
+static _Atomic int guard_state; /* 0 not installed, 1 installed, -1 failed */
+
+static void guard_handler(int sig, siginfo_t *si, void *uctx) {
+  uintptr_t a = (uintptr_t)si->si_addr;
+  if (si->si_code > 0) { /* raised by the kernel for an access, not sent by kill() */
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+      uintptr_t s = atomic_load_explicit(&guard_slots[i].start, memory_order_acquire);
+      if (s == 0 || a < s || a >= atomic_load_explicit(&guard_slots[i].end, memory_order_relaxed)) continue;
+      int saved = errno;
+      void *page = (void *)(a & guard_page_mask);
+      void *r = mmap(page, ~guard_page_mask + 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      if (r != MAP_FAILED) {
+        atomic_fetch_add_explicit(&guard_slots[i].faults, 1, memory_order_relaxed);
+        uint64_t one = 1;
+        if (write(guard_efd, &one, sizeof one) < 0) { /* counter full: already signalled */ }
+        errno = saved;
+        return;
+      }
+      errno = saved;
+      break; /* cannot repair: as if unguarded */
+    }
+  }
+  if (guard_previous.sa_flags & SA_SIGINFO) {
+    guard_previous.sa_sigaction(sig, si, uctx);
+  } else if (guard_previous.sa_handler == SIG_IGN) {
+    /* ignored before: a fault would loop forever, so fall through to the default */
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
+  } else if (guard_previous.sa_handler == SIG_DFL) {
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS); /* delivered on return: the process dies of SIGBUS, as unguarded */
+  } else {
+    guard_previous.sa_handler(sig);
+  }
+}
+
+/* Installs the handler and makes the eventfd, once per process. */
+static bool guard_install(void) {
+  int st = atomic_load(&guard_state);
+  if (st != 0) return st > 0;
+  long p = sysconf(_SC_PAGESIZE);
+  guard_page_mask = ~((uintptr_t)(p > 0 ? p : 4096) - 1);
+  guard_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = guard_handler;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (guard_efd < 0 || sigaction(SIGBUS, &sa, &guard_previous) < 0) {
+    if (guard_efd >= 0) close(guard_efd);
+    guard_efd = -1;
+    atomic_store(&guard_state, -1);
+    return false;
+  }
+  atomic_store(&guard_state, 1);
+  return true;
+}
+
+static int guard_add(void *addr, size_t len) {
+  if (!guard_install()) return -1;
+  for (int i = 0; i < GUARD_SLOTS; i++) {
+    if (atomic_load_explicit(&guard_slots[i].start, memory_order_relaxed) != 0) continue;
+    atomic_store_explicit(&guard_slots[i].faults, 0, memory_order_relaxed);
+    atomic_store_explicit(&guard_slots[i].end, (uintptr_t)addr + len, memory_order_relaxed);
+    atomic_store_explicit(&guard_slots[i].start, (uintptr_t)addr, memory_order_release);
+    return i;
+  }
+  return -1; /* table full: the mapping is served unguarded */
+}
+
+static void guard_remove(mapping_t *m) {
+  if (m->guard < 0) return;
+  atomic_store_explicit(&guard_slots[m->guard].start, 0, memory_order_release);
+  m->guard = -1;
+}
 
 /* Marks ArrayBuffers created by mmap() so munmap() can reject others. */
 static const napi_type_tag mapping_tag = {0x76686f73742d7573ULL, 0x65722d6d6d617021ULL};
@@ -846,6 +967,7 @@ static void mapping_release(mapping_t *m) {
 static void mapping_finalize_buffer(napi_env env, void *data, void *hint) {
   mapping_t *m = hint;
   if (!m->unmapped) {
+    guard_remove(m);
     munmap(m->addr, m->len);
     m->unmapped = true;
   }
@@ -891,9 +1013,11 @@ static napi_value Mmap(napi_env env, napi_callback_info info) {
   m->addr = addr;
   m->len = (size_t)size;
   m->refs = 1; /* the backing store's */
+  m->guard = guard_add(addr, m->len);
 
   napi_status st = napi_create_external_arraybuffer(env, addr, m->len, mapping_finalize_buffer, m, &ab);
   if (st != napi_ok) {
+    guard_remove(m);
     munmap(addr, m->len);
     free(m);
     if (st == napi_no_external_buffers_allowed)
@@ -953,6 +1077,7 @@ static napi_value Munmap(napi_env env, napi_callback_info info) {
     throw_napi_failure(env, "munmap: detach");
     return NULL;
   }
+  guard_remove(m);
   if (munmap(addr, len) < 0) {
     throw_errno(env, errno, "munmap", NULL);
     return NULL;
@@ -960,7 +1085,74 @@ static napi_value Munmap(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-/* memfdCreate(name, size): close-on-exec memfd of the given size. */
+/* mappingFaults(ab): how many pages of this mapping the SIGBUS guard has
+ * replaced (0 for an unguarded or unmapped one). */
+static napi_value MappingFaults(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  bool is_ab = false, detached = false, ours = false;
+  mapping_t *m = NULL;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  if (napi_is_arraybuffer(env, argv[0], &is_ab) != napi_ok || !is_ab) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mappingFaults: expected an ArrayBuffer returned by mmap()");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_is_detached_arraybuffer(env, argv[0], &detached));
+  if (detached) return return_double(env, 0);
+  NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &mapping_tag, &ours));
+  if (!ours || napi_unwrap(env, argv[0], (void **)&m) != napi_ok || m == NULL) {
+    napi_throw_error(env, "ERR_INVALID_ARG_VALUE", "mappingFaults: ArrayBuffer was not created by mmap()");
+    return NULL;
+  }
+  unsigned n = m->guard < 0 || m->unmapped ? 0 : atomic_load_explicit(&guard_slots[m->guard].faults, memory_order_relaxed);
+  return return_double(env, (double)n);
+}
+
+/* memoryFaultFd(): the eventfd the SIGBUS guard writes on each repaired
+ * fault (nonblocking, close-on-exec, shared by the process), or null if the
+ * guard could not be installed. Do not close it. */
+static napi_value MemoryFaultFd(napi_env env, napi_callback_info info) {
+  napi_value r;
+  if (!guard_install()) {
+    NAPI_CALL(env, napi_get_null(env, &r));
+    return r;
+  }
+  NAPI_CALL(env, napi_create_int32(env, guard_efd, &r));
+  return r;
+}
+
+/* fdSeals(fd): the memfd seals (F_GET_SEALS), or -1 for an fd that cannot
+ * carry seals (not a memfd, or one made without MFD_ALLOW_SEALING reports
+ * F_SEAL_SEAL only). */
+static napi_value FdSeals(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_fd(env, argv[0], &fd)) return NULL;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0) {
+    if (errno == EINVAL) return return_double(env, -1);
+    throw_errno(env, errno, "fcntl(F_GET_SEALS)", NULL);
+    return NULL;
+  }
+  return return_double(env, (double)seals);
+}
+
+/* addSeals(fd, seals): F_ADD_SEALS. */
+static napi_value AddSeals(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  double seals;
+  if (!get_args(env, info, 2, argv, NULL) || !arg_fd(env, argv[0], &fd) ||
+      !arg_integer(env, argv[1], "seals", 0, INT_MAX, &seals))
+    return NULL;
+  if (fcntl(fd, F_ADD_SEALS, (int)seals) < 0) {
+    throw_errno(env, errno, "fcntl(F_ADD_SEALS)", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* memfdCreate(name, size): close-on-exec memfd of the given size, sealable
+ * (MFD_ALLOW_SEALING: no seal is set). */
 static napi_value MemfdCreate(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   double size;
@@ -974,7 +1166,7 @@ static napi_value MemfdCreate(napi_env env, napi_callback_info info) {
     if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "name must be at most 249 bytes");
     return NULL;
   }
-  int fd = memfd_create(name, MFD_CLOEXEC);
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     throw_errno(env, errno, "memfd_create", name);
     free(name);
@@ -1526,6 +1718,10 @@ NAPI_MODULE_INIT() {
       FN("mmap", Mmap),
       FN("munmap", Munmap),
       FN("memfdCreate", MemfdCreate),
+      FN("mappingFaults", MappingFaults),
+      FN("memoryFaultFd", MemoryFaultFd),
+      FN("fdSeals", FdSeals),
+      FN("addSeals", AddSeals),
       FN("fdSize", FdSize),
       FN("fdKind", FdKind),
       FN("close", Close),
