@@ -37,6 +37,8 @@ export interface SectionOptions {
   /** Shorter runs (for a smoke test). */
   quick: boolean;
   log: (line: string) => void;
+  /** Extra Markdown (e.g. a summary table of targets) printed on stdout after the main table. */
+  table?: (markdown: string) => void;
 }
 
 export interface Section {
@@ -53,13 +55,18 @@ export async function runIfMain(moduleUrl: string, section: Section, rounds: num
   const head = runHeader();
   console.error(head);
   const i = process.argv.indexOf('--rounds');
+  const tables: string[] = [];
+  const quick = process.argv.includes('--quick');
   const rows = await section.run({
-    rounds: i >= 0 ? Number(process.argv[i + 1]) : rounds,
-    quick: process.argv.includes('--quick'),
+    // --quick: one round unless --rounds says otherwise (as in run.ts)
+    rounds: i >= 0 ? Number(process.argv[i + 1]) : quick ? 1 : rounds,
+    quick,
     log: (line) => console.error(line),
+    table: (md) => tables.push(md),
   });
   console.log(`${head}\n`);
   console.log(formatTable(rows));
+  for (const t of tables) console.log(`\n${t}`);
 }
 
 /**

@@ -41,12 +41,14 @@ const head = runHeader();
 log(head);
 const t0 = Date.now();
 const rows: Row[] = [];
+const tables: string[] = [];
 for (const { section, rounds } of SECTIONS) {
   if (only && !only.includes(section.name)) continue;
-  const r = await section.run({ rounds: Number(arg('--rounds') ?? (quick ? 1 : rounds)), quick, log });
+  const r = await section.run({ rounds: Number(arg('--rounds') ?? (quick ? 1 : rounds)), quick, log, table: (md) => tables.push(md) });
   rows.push(...r);
 }
 const tail = `load average at the end ${load()}; ${((Date.now() - t0) / 1000).toFixed(0)} s`;
 log(tail);
 console.log(`${head}; ${tail}\n`);
 console.log(formatTable(rows));
+for (const t of tables) console.log(`\n${t}`);

@@ -353,7 +353,78 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       note: `--publish-batch 0 on both (one publication per pass, the first session's rule); CPU per request TS ${median(ts.map((s) => s.cpuUs)).toFixed(2)} µs, our C ${median(c.map((s) => s.cpuUs)).toFixed(2)} µs`,
     });
   }
+  opts.table?.(issue16Table(kinds, get, mainConfigs, pollConfigs, idleMs));
   return rows;
+}
+
+/** Issue 16's thresholds against libvhost-user: requests/s ≥ 1.0×, CPU per request ≤ 1.25×; idle CPU "≈ 0". */
+const LVU_RPS_TARGET = 1.0;
+const LVU_CPU_TARGET = 1.25;
+/** "≈ 0" for a connected, idle back-end: under 1 ms of CPU per second (0.1 % of a CPU). */
+const IDLE_CPU_LIMIT_US_PER_S = 1000;
+
+/**
+ * The issue-16 summary, one Markdown table printed after the main one: a row per configuration
+ * (C load; eventfd and polling front-ends; the spin loop), each back-end's requests/s, CPU µs per
+ * request and sleeps per request (medians), the paired TS/libvhost-user and TS/our C medians,
+ * and ✓/✗ against the two targets (the spin-loop row: requests/s only, item 4); then the idle
+ * back-ends. Without the anchor the libvhost-user columns say SKIPPED and nothing is marked.
+ */
+function issue16Table(kinds: BackendKind[], get: (load: Load, kind: BackendKind, c: Config) => Sample[], mainConfigs: Config[], pollConfigs: Config[], idleMs: number): string {
+  const hasLvu = kinds.includes('lvu');
+  const three = (load: Load, c: Config, f: (s: Sample) => number, fmt: (x: number) => string) => kinds.map((x) => fmt(median(get(load, x, c).map(f)))).join(' · ');
+  const pairedMedian = (load: Load, c: Config, other: BackendKind, f: (s: Sample) => number) => {
+    const ts = get(load, 'ts', c);
+    const o = get(load, other, c);
+    return median(ts.map((s, i) => f(s) / f(o[i]!)));
+  };
+  const mark = (ok: boolean) => (ok ? ' ✓' : ' ✗');
+  let met = 0;
+  let total = 0;
+  const lines: string[] = [];
+  const names = kinds.map((x) => BACKEND_LABEL[x]).join(' · ');
+  lines.push(
+    `Issue 16 targets against libvhost-user (C load generator; medians of per-round paired ratios): requests/s TS/libvhost-user ≥ ${LVU_RPS_TARGET}×, CPU per request TS/libvhost-user ≤ ${LVU_CPU_TARGET}×; idle CPU < ${IDLE_CPU_LIMIT_US_PER_S} µs/s.` +
+      (hasLvu ? '' : ' **libvhost-user column SKIPPED** (anchor missing or not built): nothing marked.'),
+    '',
+    `| configuration | rounds | requests/s (${names}) | TS/libvhost-user req/s | TS/our C req/s | CPU µs/request (${names}) | TS/libvhost-user CPU/request | TS/our C CPU/request | sleeps/request (${names}) |`,
+    '|---|---|---|---|---|---|---|---|---|',
+  );
+  const row = (load: Load, c: Config, label: string, cpuTarget: boolean) => {
+    const n = get(load, 'ts', c).length;
+    if (n === 0) return;
+    let rpsLvu = 'SKIPPED';
+    let cpuLvu = 'SKIPPED';
+    if (hasLvu) {
+      const r = pairedMedian(load, c, 'lvu', (s) => s.rps);
+      const u = pairedMedian(load, c, 'lvu', (s) => s.cpuUs);
+      rpsLvu = `${r.toFixed(2)}×${mark(r >= LVU_RPS_TARGET)}`;
+      cpuLvu = `${u.toFixed(2)}×${cpuTarget ? mark(u <= LVU_CPU_TARGET) : ''}`;
+      total += cpuTarget ? 2 : 1;
+      met += (r >= LVU_RPS_TARGET ? 1 : 0) + (cpuTarget && u <= LVU_CPU_TARGET ? 1 : 0);
+    }
+    lines.push(
+      `| ${label} | ${n} | ${three(load, c, (s) => s.rps, k)} | ${rpsLvu} | ${pairedMedian(load, c, 'c', (s) => s.rps).toFixed(2)}× | ${three(load, c, (s) => s.cpuUs, us)} | ${cpuLvu} | ${pairedMedian(load, c, 'c', (s) => s.cpuUs).toFixed(2)}× | ${three(load, c, (s) => s.sleeps, per)} |`,
+    );
+  };
+  const eidx = (c: Config) => `event idx ${c.eventIdx ? 'on' : 'off'}`;
+  for (const c of mainConfigs) row('c', c, `eventfd, depth ${c.depth}, ${eidx(c)}`, true);
+  for (const c of pollConfigs) row('c', c, `polling, depth ${c.depth}, ${eidx(c)}`, true);
+  row('shared', SHARED_CONFIG, `shared machine (spin loop on the back-ends' cpu), eventfd, depth ${SHARED_CONFIG.depth}, ${eidx(SHARED_CONFIG)}`, false);
+  const idle: Config = { depth: 1, eventIdx: true };
+  if (get('idle', 'ts', idle).length) {
+    const idleCpu = kinds.map((x) => {
+      const v = median(get('idle', x, idle).map((s) => s.cpuUs));
+      if (x === 'ts') {
+        total++;
+        if (v < IDLE_CPU_LIMIT_US_PER_S) met++;
+      }
+      return `${BACKEND_LABEL[x]} ${us(v)}${x === 'ts' ? mark(v < IDLE_CPU_LIMIT_US_PER_S) : ''}`;
+    });
+    lines.push('', `Idle (connected, empty ring, ${idleMs / 1000} s, the back-ends at once): CPU µs per second ${idleCpu.join(', ')}; sleeps per second ${kinds.map((x) => `${BACKEND_LABEL[x]} ${per(median(get('idle', x, idle).map((s) => s.sleeps)))}`).join(', ')}.`);
+  }
+  if (hasLvu) lines.push('', `Issue 16 targets met: ${met} of ${total} (the spin-loop row has a requests/s target only).`);
+  return lines.join('\n');
 }
 
 export const section = { name: 'vhost-user', run };
