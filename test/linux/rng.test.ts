@@ -92,12 +92,14 @@ for (const machine of ['uml', 'qemu'] as const) {
 }
 
 describe('virtio-rng on QEMU 7.2 over a packed virtqueue (packed=on)', () => {
-  it('the `virtio-backend` daemon serves Linux over a packed ring: the guest negotiated VIRTIO_F_RING_PACKED and reads a run of the source', { timeout: 180_000 }, async (t) => {
+  it('the `virtio-backend` daemon (with --require-sealed-memory) serves Linux over a packed ring: the guest negotiated VIRTIO_F_RING_PACKED and reads a run of the source', { timeout: 180_000 }, async (t) => {
     const guest = needQemuGuest(t);
     if (!guest) return;
     const socket = path.join(tmp.dir, 'qemu-packed.sock');
     // --packed: the daemon offers VIRTIO_F_RING_PACKED (off by default, see docs/vhost-user.md).
-    const daemon = await startRngDaemon(socket, ['--packed']);
+    // --require-sealed-memory: QEMU's memory-backend-memfd seals its memfd (seal=on by default),
+    // so the strict memory policy serves it.
+    const daemon = await startRngDaemon(socket, ['--packed', '--require-sealed-memory']);
     try {
       const [sh, c, script] = rng.linux!.guestCommand({ count: 512 }, []);
       const command = [sh!, c!, `${PACKED_FEATURE_SCRIPT}\n${script}`];
