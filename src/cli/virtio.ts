@@ -28,6 +28,7 @@ import { optionParser, type OptionParser } from './options.js';
 import { TRACE_OPTIONS, TraceSelectionError, describeEvents, normalizeTraceArgs, openTraceOutput, traceHelpRows, traceRequest, type TraceRequest } from './trace-options.js';
 import { packageVersion } from './package-version.js';
 import { formatDeviceStats } from '../device/status-text.js';
+import { TRACE_SVG_USAGE, runTraceSvg } from './trace-svg.js';
 
 const MACHINES = ['embedded', 'uml', 'qemu'] as const;
 const RINGS = ['split', 'packed'] as const;
@@ -56,6 +57,7 @@ function help(): string {
   const devices = DEVICES.map((d) => `  ${d.name} (ID ${d.deviceId}): ${d.summary}\n${formatDeviceOptions(d)}`).join('\n');
   return `Usage: virtio [options] N
        virtio --device NAME [options]
+       ${TRACE_SVG_USAGE}
 
 Runs a device's demo program in a guest. Without --device, the seed's scenario: the guest program
 \`virtio N\` writes the byte N (0..255) to /dev/virtio_misc; the guest's virtio-test driver sends
@@ -118,6 +120,11 @@ function selectedDevice(args: readonly string[]): DeviceDefinition {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'trace-svg') {
+    // A sequence diagram of a --trace-file trace (trace-svg.ts): no machine.
+    process.exitCode = runTraceSvg(process.argv.slice(3), (s) => void process.stdout.write(`${s}\n`), (s) => void process.stderr.write(`${s}\n`));
+    return;
+  }
   const args = normalizeTraceArgs(process.argv.slice(2), BARE_TRACE);
   // A negative number is a value out of range, not an option.
   if (args.some((a) => /^-\d/.test(a))) usageError([RANGE_ERROR]);
