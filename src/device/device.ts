@@ -42,7 +42,12 @@ export interface VirtioDevice {
    * that answers later. Throwing a VirtioError (e.g. DEVICE_REQUEST_INVALID for a malformed
    * request) is a device error: the host sets DEVICE_NEEDS_RESET (§2.1.2).
    * The chain is the model's until this returns (or until the returned promise settles): the
-   * host may reuse the object afterwards, so a model keeps no reference to it.
+   * host may reuse the object afterwards, so a model keeps no reference to it. Until then the
+   * model may hold its segment views across awaits (a preadv into them): a reset or ring stop
+   * revokes the chain (its accessors do nothing any more), and a reset is complete, and guest
+   * memory released, only once every such promise has settled (DeviceRuntime.settled(): the
+   * embedded transport reads Status back as 0 only then, §2.4.1; the vhost-user host unmaps
+   * only then). So the promise must settle only after the model's last access to the views.
    */
   handleChain(queue: number, chain: DescriptorChain, ctx: DeviceContext): number | Promise<number>;
 

@@ -19,6 +19,9 @@ import { packedLayout, type SplitRingAddresses } from '../virtio/split-ring.js';
 import type { GuestKernel } from './kernel.js';
 import { TRACE as T } from '../trace/events.js';
 
+/** How long reset() waits for the device to read Status back as 0. */
+export const RESET_TIMEOUT_MS = 10_000;
+
 /** The transport as a driver sees it (virtio-mmio §4.2.2 here; PCI would fit the same shape). */
 export interface VirtioTransport {
   readonly deviceId: number;
@@ -187,9 +190,26 @@ export class VirtioDriverDevice {
     if (queue.needsKick()) this.transport.notify(index);
   }
 
-  /** Resets the device (§2.1): afterwards it touches no queue, so buffers can be detached. */
+  /**
+   * Resets the device (§2.1, §2.4) and waits until the device says the reset is complete by
+   * reading Status back as 0 (§2.4.2; a device with I/O still in flight into our buffers
+   * completes it first): afterwards it touches no queue, so buffers can be detached and
+   * reused. Polled every millisecond, as Linux's virtio_pci does; a device that never
+   * completes within RESET_TIMEOUT_MS is reported and the reset taken as done.
+   */
   reset(): void {
-    this.transport.setStatus(0);
+    const t = this.transport;
+    t.setStatus(0);
+    if (t.getStatus() === 0) return;
+    const deadline = Date.now() + RESET_TIMEOUT_MS;
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    while (t.getStatus() !== 0) {
+      if (Date.now() > deadline) {
+        this.kernel.printk(`virtio: device ${t.deviceId} did not complete its reset within ${RESET_TIMEOUT_MS} ms (status still non-zero)`);
+        return;
+      }
+      Atomics.wait(sleeper, 0, 0, 1);
+    }
   }
 
   /** Frees the rings (after reset() and after the driver detached its buffers). */

@@ -20,6 +20,16 @@ export class MmioDevice implements MmioHandler {
   private deviceFeaturesSel = 0;
   private driverFeaturesSel = 0;
   private queueSel = 0;
+  /**
+   * A reset is in progress: the model still owes answers whose I/O may read or write the
+   * chains' buffers (a blk preadv on libuv's pool into views it holds across an await). §2.4.1:
+   * the device indicates that a reset is complete by reinitializing the status to 0, and after
+   * that must not touch the queues; so until those answers settle, a read of Status returns the
+   * status from before the reset (`resetFrom`) and the driver waits (§2.4.2, Linux's
+   * virtio_pci does, virtio-bus.reset() does). The runtime itself is already reset: nothing
+   * the model answers now reaches a used ring.
+   */
+  private resetFrom: number | null = null;
 
   constructor(
     device: VirtioDevice,
@@ -63,6 +73,19 @@ export class MmioDevice implements MmioHandler {
     this.writeRegister(offset, value, width);
   }
 
+  /** A driver-initiated reset (Status written 0); complete once the model's owed answers settle. */
+  private reset(): void {
+    const before = this.runtime.status;
+    this.runtime.writeStatus(0);
+    // §4.2.2.1: "Upon reset, the device MUST clear all bits in InterruptStatus".
+    this.bus.ack(0xffff_ffff);
+    if (this.runtime.owedCount === 0 || before === 0) return;
+    this.resetFrom = before;
+    void this.runtime.settled().then(() => {
+      this.resetFrom = null;
+    });
+  }
+
   private readRegister(offset: number, width: number): number {
     const rt = this.runtime;
     if (!this.widthOk(offset, width, 'read')) return 0;
@@ -90,7 +113,7 @@ export class MmioDevice implements MmioHandler {
       case MMIO.InterruptStatus:
         return this.bus.interruptStatus();
       case MMIO.Status:
-        return rt.status;
+        return this.resetFrom ?? rt.status;
       case MMIO.ConfigGeneration:
         return rt.configGeneration;
       default:
@@ -138,9 +161,12 @@ export class MmioDevice implements MmioHandler {
         if (T.virtio_mmio_setting_irq.enabled && this.bus.interruptStatus() === 0) T.virtio_mmio_setting_irq.emit(0, 0);
         return;
       case MMIO.Status:
-        rt.writeStatus(value);
-        // §4.2.2.1: "Upon reset, the device MUST clear all bits in InterruptStatus".
-        if ((value & 0xff) === 0) this.bus.ack(0xffff_ffff);
+        if (this.resetFrom !== null) {
+          if ((value & 0xff) !== 0) this.out.warn(`mmio: status ${value & 0xff} written before the reset completed (Status still reads non-zero; §2.4.2): ignored`);
+          return;
+        }
+        if ((value & 0xff) === 0) this.reset();
+        else rt.writeStatus(value);
         return;
     }
     if (!q) {
