@@ -3,12 +3,13 @@
  * stderr). A section is a module with `run(opts): Promise<Row[]>` (bench/report.ts); to add
  * one, import it and append it to SECTIONS.
  *
- *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,notify,vhost-user,uml,footprint,blk]
+ *   node dist/bench/run.js [--quick] [--rounds N] [--only ring,ring-cost,trace-cost,notify,vhost-user,uml,footprint,blk]
  */
 import os from 'node:os';
 import { formatTable, runHeader, type Row, type Section } from './report.js';
 import { section as ring } from './ring.js';
 import { section as ringCost } from './ring-cost.js';
+import { section as traceCost } from './trace-cost.js';
 import { section as notify } from './notify.js';
 import { section as vhostUser } from './vhost-user.js';
 import { section as umlE2e } from './uml-e2e.js';
@@ -18,6 +19,7 @@ import { section as blk } from './blk.js';
 const SECTIONS: { section: Section; rounds: number }[] = [
   { section: ring, rounds: 9 },
   { section: ringCost, rounds: 1 },
+  { section: traceCost, rounds: 7 },
   { section: notify, rounds: 3 },
   { section: vhostUser, rounds: 7 },
   { section: umlE2e, rounds: 3 },

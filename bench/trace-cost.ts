@@ -1,5 +1,7 @@
 /**
- * Section "trace-cost": what the trace events cost the ring's hot path, off and on.
+ * Section "trace-cost": what the trace events cost, off and on (issue 14: "with tracing
+ * disabled, no difference beyond noise, ≤ 2 %, measured side by side in one run; the cost
+ * when on reported").
  *
  * The emit sites are `if (TRACE.x.enabled) TRACE.x.emit(…)` in DeviceQueue, DriverQueue and
  * DeviceRuntime, always compiled in. Measured on one thread, as ring-cost.ts does:
@@ -11,14 +13,27 @@
  *  - device path, ns per request: DeviceRuntime.notify over VirtioTestDevice, 128 indirect
  *    requests per notify (plus virtio_queue_notify, virtio_notify*, and the runtime's counters);
  *
- * each variant in a fresh worker per round (so "off" is code that never saw tracing on), the
- * variants alternated in rounds: "off" (every event disabled, as in production), "on" (every
- * event enabled, emitting to a no-op target: the cost of the checks taken, the calls and the
- * argument reads, without any output). And the check alone: a loop with the
- * `if (x.enabled)` test against the same loop without it, ns per test.
+ * each variant in a fresh worker per round, the variants alternated in rounds:
  *
- *   node dist/bench/trace-cost.js [--rounds N] [--quick]
+ *  - "no trace code": the baseline, the same compiled modules with every emit site removed
+ *    (a copy of dist/src in a temporary directory, the `if (….enabled) …;` statements of the
+ *    three files deleted; the bench refuses to run if it cannot find and remove all of them),
+ *    run by a copy of this very file;
+ *  - "off": every event disabled, as in production (the ratio to the baseline is the off-cost);
+ *  - "on": every event enabled, emitting to a target that only counts them: the cost of the
+ *    checks taken, the calls and the argument reads, without any output.
+ *
+ * And the check alone (a loop with the `if (x.enabled)` test against the same loop without
+ * it, ns per test), and end to end, the embedded machine (`virtio --json --count K 10` as a
+ * child process): untraced, `--trace '*'` text lines to /dev/null, `--trace '*' --trace-file`
+ * (Chrome JSON to a temporary file): requests per second, what tracing everything costs a run.
+ *
+ *   node dist/bench/trace-cost.js [--rounds N] [--quick]       (or npm run bench -- --only trace-cost)
  */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { DeviceRuntime } from '../src/device/runtime.js';
@@ -36,9 +51,51 @@ import { packedLayout } from '../src/virtio/split-ring.js';
 import { median, runIfMain, type Row, type SectionOptions } from './report.js';
 import { pinSelf } from './pin.js';
 
-type Variant = 'off' | 'on';
-const VARIANTS: readonly Variant[] = ['off', 'on'];
-const VARIANT_NAMES: Record<Variant, string> = { off: 'tracing off', on: 'every event on, no-op sink' };
+type Variant = 'baseline' | 'off' | 'on';
+const VARIANTS: readonly Variant[] = ['baseline', 'off', 'on'];
+const VARIANT_NAMES: Record<Variant, string> = { baseline: 'no trace code', off: 'tracing off', on: 'every event on, output discarded' };
+
+/** The compiled modules whose emit sites the baseline removes (the ones on the measured paths). */
+const STRIPPED = ['virtio/device-queue.js', 'virtio/driver-queue.js', 'device/runtime.js'];
+/** An emit site as tsc writes it: `if (….enabled)` on one line, its one statement on the next. */
+const EMIT_SITE = /^[ \t]*if \([^\n]*\.enabled[^\n]*\)\n[ \t]*[^\n]*;\n/gm;
+
+/**
+ * The baseline: dist/src and this file (with what it imports from bench/) copied to a
+ * temporary directory, every emit site of STRIPPED deleted. Returns the copy of this file,
+ * which the baseline's workers run.
+ */
+function makeBaseline(): { file: string; sites: number; remove(): void } {
+  const bench = path.dirname(fileURLToPath(import.meta.url));
+  const dist = path.dirname(bench);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'virtio-notrace-'));
+  try {
+    cpSync(path.join(dist, 'src'), path.join(tmp, 'src'), { recursive: true, filter: (p) => !/\.(js\.map|d\.ts)$/.test(p) });
+    mkdirSync(path.join(tmp, 'bench'));
+    for (const f of ['trace-cost.js', 'report.js', 'pin.js']) copyFileSync(path.join(bench, f), path.join(tmp, 'bench', f));
+    writeFileSync(path.join(tmp, 'package.json'), '{"type":"module"}\n');
+    let sites = 0;
+    for (const rel of STRIPPED) {
+      const file = path.join(tmp, 'src', rel);
+      const text = readFileSync(file, 'utf8');
+      const want = text.split('\n').filter((l) => /\.enabled\b/.test(l)).length;
+      let removed = 0;
+      const stripped = text.replace(EMIT_SITE, () => {
+        removed++;
+        return '';
+      });
+      if (removed === 0 || removed !== want || /\.enabled\b/.test(stripped)) {
+        throw new Error(`trace-cost: the baseline removed ${removed} of the ${want} emit sites of ${rel} (has tsc's output changed?)`);
+      }
+      writeFileSync(file, stripped);
+      sites += removed;
+    }
+    return { file: path.join(tmp, 'bench', 'trace-cost.js'), sites, remove: () => rmSync(tmp, { recursive: true, force: true }) };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
 
 /** ns per buffer of the ring's hot path, best of `trials`. */
 function ringPath(buffers: number, trials: number): number {
@@ -161,47 +218,107 @@ function checkAlone(iterations: number, trials: number): { with: number; without
 interface WorkerResult {
   ring: number;
   device: number;
+  /** Events emitted (variant "on": proof that the events fired). */
+  emitted: number;
 }
 
-function inWorker(variant: Variant, buffers: number): Promise<WorkerResult> {
+function inWorker(file: string, variant: Variant, buffers: number): Promise<WorkerResult> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { kind: 'trace-cost', variant, buffers } });
+    const w = new Worker(file, { workerData: { kind: 'trace-cost', variant, buffers } });
     w.once('message', resolve);
     w.once('error', reject);
   });
+}
+
+type RunVariant = 'untraced' | 'text' | 'chrome';
+const RUN_VARIANTS: readonly RunVariant[] = ['untraced', 'text', 'chrome'];
+const RUN_NAMES: Record<RunVariant, string> = {
+  untraced: 'untraced',
+  text: "--trace '*', text to /dev/null",
+  chrome: "--trace '*' --trace-file (Chrome JSON)",
+};
+
+/** Requests per second of `virtio --json --count K 10` on the embedded machine, traced or not. */
+function machineRun(variant: RunVariant, count: number, dir: string): number {
+  const cli = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'src', 'cli', 'virtio.js');
+  const trace = variant === 'untraced' ? [] : variant === 'text' ? ['--trace', '*'] : ['--trace', '*', '--trace-file', path.join(dir, 't.json')];
+  const out = execFileSync(process.execPath, [cli, '--json', '--count', String(count), ...trace, '10'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 20 });
+  const summary = JSON.parse(out) as { verified: number; seconds: number };
+  if (summary.verified !== count) throw new Error(`trace-cost: ${variant} run verified ${summary.verified} of ${count}`);
+  return count / summary.seconds;
 }
 
 export async function run(opts: SectionOptions): Promise<Row[]> {
   const buffers = opts.quick ? 200_000 : 1_000_000;
-  const results: Record<Variant, WorkerResult[]> = { off: [], on: [] };
-  for (let r = 0; r < opts.rounds; r++) {
-    // Alternate the order too, so neither variant always runs first in a round.
-    for (const v of r % 2 ? [...VARIANTS].reverse() : VARIANTS) results[v].push(await inWorker(v, buffers));
-    opts.log(`trace-cost round ${r + 1}: ${VARIANTS.map((v) => `${v} ring ${results[v].at(-1)!.ring.toFixed(1)} ns, device ${results[v].at(-1)!.device.toFixed(1)} ns`).join('; ')}`);
+  const baseline = makeBaseline();
+  const self = fileURLToPath(import.meta.url);
+  const results: Record<Variant, WorkerResult[]> = { baseline: [], off: [], on: [] };
+  try {
+    for (let r = 0; r < opts.rounds; r++) {
+      // Rotate the order too, so no variant always runs first in a round.
+      const order = VARIANTS.map((_, i) => VARIANTS[(i + r) % VARIANTS.length]!);
+      for (const v of order) results[v].push(await inWorker(v === 'baseline' ? baseline.file : self, v, buffers));
+      opts.log(`trace-cost round ${r + 1}: ${VARIANTS.map((v) => `${v} ring ${results[v].at(-1)!.ring.toFixed(1)} ns, device ${results[v].at(-1)!.device.toFixed(1)} ns`).join('; ')}`);
+    }
+  } finally {
+    baseline.remove();
   }
+  if (results.on.some((x) => x.emitted === 0)) throw new Error('trace-cost: the "on" variant emitted no event');
   const check = await new Promise<{ with: number; without: number }>((resolve, reject) => {
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { kind: 'trace-check', iterations: opts.quick ? 20_000_000 : 100_000_000 } });
+    const w = new Worker(self, { workerData: { kind: 'trace-check', iterations: opts.quick ? 20_000_000 : 100_000_000 } });
     w.once('message', resolve);
     w.once('error', reject);
   });
+
+  // End to end: the embedded machine, untraced and traced, alternated in rounds.
+  const count = opts.quick ? 5_000 : 20_000;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'virtio-trace-cost-'));
+  const machine: Record<RunVariant, number[]> = { untraced: [], text: [], chrome: [] };
+  try {
+    for (let r = 0; r < opts.rounds; r++) {
+      const order = RUN_VARIANTS.map((_, i) => RUN_VARIANTS[(i + r) % RUN_VARIANTS.length]!);
+      for (const v of order) machine[v].push(machineRun(v, count, dir));
+      opts.log(`trace-cost machine round ${r + 1}: ${RUN_VARIANTS.map((v) => `${v} ${machine[v].at(-1)!.toFixed(0)} req/s`).join(', ')}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
   const rows: Row[] = [];
+  /** A speed ratio (reference time / time) as the time it adds: '+3.1 %', '-0.4 %'. */
+  const pct = (speed: number) => `${speed <= 1 ? '+' : '-'}${(Math.abs(1 / speed - 1) * 100).toFixed(1)} %`;
   for (const [key, label, unit] of [
     ['ring', 'ring hot path (add, kick decision, pop, addUsed, publish, notify decision, getUsed)', 'ns/buffer'],
     ['device', 'device path (runtime + virtio-test)', 'ns/request'],
   ] as const) {
-    const off = results.off.map((x) => x[key]);
-    for (const v of VARIANTS) {
-      const samples = results[v].map((x) => x[key]);
-      rows.push({
-        section: 'trace-cost',
-        name: `${label}, ${VARIANT_NAMES[v]}`,
-        unit,
-        samples,
-        lowerIsBetter: true,
-        ...(v === 'off' ? {} : { ref: { name: VARIANT_NAMES.off, samples: off }, paired: samples.map((s, i) => s / off[i]!) }),
-        note: `median ${median(samples).toFixed(1)}; best of 3 per round, ${opts.rounds} rounds, a fresh worker each`,
-      });
-    }
+    const samples = (v: Variant) => results[v].map((x) => x[key]);
+    // Per round, the reference's time over this variant's (≥ 1: as fast or faster).
+    const paired = (v: Variant, ref: Variant) => samples(v).map((s, i) => samples(ref)[i]! / s);
+    const base = `best of 3 per round, ${opts.rounds} rounds, a fresh worker each`;
+    rows.push({ section: 'trace-cost', name: `${label}, ${VARIANT_NAMES.baseline}`, unit, samples: samples('baseline'), lowerIsBetter: true, note: `${baseline.sites} emit sites removed; ${base}` });
+    const offPaired = paired('off', 'baseline');
+    rows.push({
+      section: 'trace-cost',
+      name: `${label}, ${VARIANT_NAMES.off}`,
+      unit,
+      samples: samples('off'),
+      lowerIsBetter: true,
+      ref: { name: VARIANT_NAMES.baseline, samples: samples('baseline') },
+      paired: offPaired,
+      target: 0.98,
+      note: `${pct(median(offPaired))} time vs no trace code (issue 14: ≤ 2 %); ${base}`,
+    });
+    const onPaired = paired('on', 'off');
+    rows.push({
+      section: 'trace-cost',
+      name: `${label}, ${VARIANT_NAMES.on}`,
+      unit,
+      samples: samples('on'),
+      lowerIsBetter: true,
+      ref: { name: VARIANT_NAMES.off, samples: samples('off') },
+      paired: onPaired,
+      note: `${pct(median(onPaired))} time vs off, output discarded; ${base}`,
+    });
   }
   rows.push({
     section: 'trace-cost',
@@ -211,11 +328,21 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     lowerIsBetter: true,
     note: `${check.with.toFixed(3)} vs ${check.without.toFixed(3)} ns per iteration`,
   });
-  const med = (v: Variant, k: keyof WorkerResult) => median(results[v].map((x) => x[k]));
+  for (const v of RUN_VARIANTS) {
+    rows.push({
+      section: 'trace-cost',
+      name: `embedded machine, virtio --count ${count}: ${RUN_NAMES[v]}`,
+      unit: 'req/s',
+      samples: machine[v],
+      ...(v === 'untraced' ? {} : { ref: { name: RUN_NAMES.untraced, samples: machine.untraced }, paired: machine[v].map((s, i) => s / machine.untraced[i]!) }),
+      note: `a child process per run, ${opts.rounds} rounds`,
+    });
+  }
+  const med = (v: Variant, k: 'ring' | 'device') => median(results[v].map((x) => x[k]));
   opts.log(
-    `trace-cost: ring ${med('off', 'ring').toFixed(1)} ns off, ${med('on', 'ring').toFixed(1)} ns on (×${(med('on', 'ring') / med('off', 'ring')).toFixed(2)}); ` +
-      `device path ${med('off', 'device').toFixed(1)} ns off, ${med('on', 'device').toFixed(1)} ns on (×${(med('on', 'device') / med('off', 'device')).toFixed(2)}); ` +
-      `one test ${(check.with - check.without).toFixed(3)} ns`,
+    `trace-cost: ring ${med('baseline', 'ring').toFixed(1)} ns no trace code, ${med('off', 'ring').toFixed(1)} off, ${med('on', 'ring').toFixed(1)} on; ` +
+      `device path ${med('baseline', 'device').toFixed(1)} / ${med('off', 'device').toFixed(1)} / ${med('on', 'device').toFixed(1)} ns; ` +
+      `one test ${(check.with - check.without).toFixed(3)} ns; machine ${RUN_VARIANTS.map((v) => `${v} ${median(machine[v]).toFixed(0)}`).join(', ')} req/s`,
   );
   return rows;
 }
@@ -225,12 +352,17 @@ export const section = { name: 'trace-cost', run };
 const job = (isMainThread ? undefined : workerData) as { kind?: string; variant?: Variant; buffers?: number; iterations?: number } | undefined;
 if (job?.kind === 'trace-cost') {
   pinSelf(0);
+  let emitted = 0;
   if (job.variant === 'on') {
     enableEvents(EVENTS.map((e) => e.name));
-    setEmitTarget({ emit() {} });
+    setEmitTarget({
+      emit() {
+        emitted++;
+      },
+    });
   }
   const buffers = job.buffers!;
-  parentPort!.postMessage({ ring: ringPath(buffers, 3), device: devicePath(buffers / 2, 3) } satisfies WorkerResult);
+  parentPort!.postMessage({ ring: ringPath(buffers, 3), device: devicePath(buffers / 2, 3), emitted } satisfies WorkerResult);
 } else if (job?.kind === 'trace-check') {
   pinSelf(0);
   parentPort!.postMessage(checkAlone(job.iterations!, 5));
