@@ -13,15 +13,21 @@
  *  - device path, ns per request: DeviceRuntime.notify over VirtioTestDevice, 128 indirect
  *    requests per notify (plus virtio_queue_notify, virtio_notify*, and the runtime's counters);
  *
- * each variant in a fresh worker per round, the variants alternated in rounds:
+ * in three variants:
  *
  *  - "no trace code": the baseline, the same compiled modules with every emit site removed
  *    (a copy of dist/src in a temporary directory, the `if (….enabled) …;` statements of the
  *    three files deleted; the bench refuses to run if it cannot find and remove all of them),
- *    run by a copy of this very file;
+ *    measured by the copy of this file's functions that imports them;
  *  - "off": every event disabled, as in production (the ratio to the baseline is the off-cost);
  *  - "on": every event enabled, emitting to a target that only counts them: the cost of the
  *    checks taken, the calls and the argument reads, without any output.
+ *
+ * The baseline and "off" run side by side in one worker per round, trial by trial in
+ * alternating order (each trial a fresh ring, its own warm-up, best of 3), so that a shared
+ * machine's load, which swings by 2× over seconds, hits both alike: the off-cost is the median
+ * of the per-pair ratios. "on" runs in a worker of its own (enabling events would change the
+ * code "off" runs), beside them in each round.
  *
  * And the check alone (a loop with the `if (x.enabled)` test against the same loop without
  * it, ns per test), and end to end, the embedded machine (`virtio --json --count K 10` as a
@@ -35,7 +41,7 @@ import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wri
 import os from 'node:os';
 import path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DeviceRuntime } from '../src/device/runtime.js';
 import { VirtioTestDevice } from '../src/devices/virtio-test/device.js';
 import { REQUEST_SIZE, RESPONSE_SIZE } from '../src/devices/virtio-test/protocol.js';
@@ -52,7 +58,6 @@ import { median, runIfMain, type Row, type SectionOptions } from './report.js';
 import { pinSelf } from './pin.js';
 
 type Variant = 'baseline' | 'off' | 'on';
-const VARIANTS: readonly Variant[] = ['baseline', 'off', 'on'];
 const VARIANT_NAMES: Record<Variant, string> = { baseline: 'no trace code', off: 'tracing off', on: 'every event on, output discarded' };
 
 /** The compiled modules whose emit sites the baseline removes (the ones on the measured paths). */
@@ -98,7 +103,7 @@ function makeBaseline(): { file: string; sites: number; remove(): void } {
 }
 
 /** ns per buffer of the ring's hot path, best of `trials`. */
-function ringPath(buffers: number, trials: number): number {
+export function ringPath(buffers: number, trials: number): number {
   const mem = new SharedArrayBuffer(1 << 16);
   const memory = new GuestMemory([{ guestAddr: 0x1000, size: mem.byteLength, buffer: mem }]);
   const layout = packedLayout(0x1000, 256);
@@ -132,7 +137,7 @@ function ringPath(buffers: number, trials: number): number {
 }
 
 /** ns per request of DeviceRuntime.notify over VirtioTestDevice (as ring-cost.ts), best of `trials`. */
-function devicePath(requests: number, trials: number): number {
+export function devicePath(requests: number, trials: number): number {
   const SIZE = 256;
   const DEPTH = 128;
   const buf = new ArrayBuffer(1 << 20);
@@ -215,19 +220,37 @@ function checkAlone(iterations: number, trials: number): { with: number; without
   return { with: median(a), without: median(b) };
 }
 
-interface WorkerResult {
+/** One round's side-by-side trials: ns per buffer (ring) and per request (device), per trial. */
+interface PairResult {
+  ring: { baseline: number[]; off: number[] };
+  device: { baseline: number[]; off: number[] };
+}
+
+interface OnResult {
   ring: number;
   device: number;
-  /** Events emitted (variant "on": proof that the events fired). */
+  /** Events emitted: proof that the events fired. */
   emitted: number;
 }
 
-function inWorker(file: string, variant: Variant, buffers: number): Promise<WorkerResult> {
+function inWorker<T>(data: Record<string, unknown>): Promise<T> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(file, { workerData: { kind: 'trace-cost', variant, buffers } });
+    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { ...data, entry: fileURLToPath(import.meta.url) } });
     w.once('message', resolve);
     w.once('error', reject);
   });
+}
+
+/** The worker of a round: baseline and off, trial by trial, the order alternating. */
+async function pairTrials(baselineFile: string, buffers: number, pairs: number): Promise<PairResult> {
+  const base = (await import(pathToFileURL(baselineFile).href)) as { ringPath: typeof ringPath; devicePath: typeof devicePath };
+  const r: PairResult = { ring: { baseline: [], off: [] }, device: { baseline: [], off: [] } };
+  for (let i = 0; i < pairs; i++) {
+    const order = i % 2 ? (['off', 'baseline'] as const) : (['baseline', 'off'] as const);
+    for (const v of order) r.ring[v].push((v === 'baseline' ? base.ringPath : ringPath)(buffers, 3));
+    for (const v of order) r.device[v].push((v === 'baseline' ? base.devicePath : devicePath)(buffers / 2, 3));
+  }
+  return r;
 }
 
 type RunVariant = 'untraced' | 'text' | 'chrome';
@@ -249,23 +272,32 @@ function machineRun(variant: RunVariant, count: number, dir: string): number {
 }
 
 export async function run(opts: SectionOptions): Promise<Row[]> {
-  const buffers = opts.quick ? 200_000 : 1_000_000;
+  const buffers = opts.quick ? 200_000 : 500_000;
+  const pairs = opts.quick ? 2 : 4;
   const baseline = makeBaseline();
-  const self = fileURLToPath(import.meta.url);
-  const results: Record<Variant, WorkerResult[]> = { baseline: [], off: [], on: [] };
+  const pairResults: PairResult[] = [];
+  const on: OnResult[] = [];
   try {
     for (let r = 0; r < opts.rounds; r++) {
-      // Rotate the order too, so no variant always runs first in a round.
-      const order = VARIANTS.map((_, i) => VARIANTS[(i + r) % VARIANTS.length]!);
-      for (const v of order) results[v].push(await inWorker(v === 'baseline' ? baseline.file : self, v, buffers));
-      opts.log(`trace-cost round ${r + 1}: ${VARIANTS.map((v) => `${v} ring ${results[v].at(-1)!.ring.toFixed(1)} ns, device ${results[v].at(-1)!.device.toFixed(1)} ns`).join('; ')}`);
+      const runOn = () => inWorker<OnResult>({ kind: 'trace-cost-on', buffers }).then((x) => void on.push(x));
+      const runPairs = () => inWorker<PairResult>({ kind: 'trace-cost-pair', baseline: baseline.file, buffers, pairs }).then((x) => void pairResults.push(x));
+      if (r % 2) {
+        await runOn();
+        await runPairs();
+      } else {
+        await runPairs();
+        await runOn();
+      }
+      const p = pairResults.at(-1)!;
+      const m = (xs: number[]) => median(xs).toFixed(1);
+      opts.log(`trace-cost round ${r + 1}: ring ${m(p.ring.baseline)} ns no trace code, ${m(p.ring.off)} off, ${on.at(-1)!.ring.toFixed(1)} on; device ${m(p.device.baseline)} / ${m(p.device.off)} / ${on.at(-1)!.device.toFixed(1)} ns`);
     }
   } finally {
     baseline.remove();
   }
-  if (results.on.some((x) => x.emitted === 0)) throw new Error('trace-cost: the "on" variant emitted no event');
+  if (on.some((x) => x.emitted === 0)) throw new Error('trace-cost: the "on" variant emitted no event');
   const check = await new Promise<{ with: number; without: number }>((resolve, reject) => {
-    const w = new Worker(self, { workerData: { kind: 'trace-check', iterations: opts.quick ? 20_000_000 : 100_000_000 } });
+    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { kind: 'trace-check', entry: fileURLToPath(import.meta.url), iterations: opts.quick ? 20_000_000 : 100_000_000 } });
     w.once('message', resolve);
     w.once('error', reject);
   });
@@ -291,33 +323,33 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
     ['ring', 'ring hot path (add, kick decision, pop, addUsed, publish, notify decision, getUsed)', 'ns/buffer'],
     ['device', 'device path (runtime + virtio-test)', 'ns/request'],
   ] as const) {
-    const samples = (v: Variant) => results[v].map((x) => x[key]);
-    // Per round, the reference's time over this variant's (≥ 1: as fast or faster).
-    const paired = (v: Variant, ref: Variant) => samples(v).map((s, i) => samples(ref)[i]! / s);
-    const base = `best of 3 per round, ${opts.rounds} rounds, a fresh worker each`;
-    rows.push({ section: 'trace-cost', name: `${label}, ${VARIANT_NAMES.baseline}`, unit, samples: samples('baseline'), lowerIsBetter: true, note: `${baseline.sites} emit sites removed; ${base}` });
-    const offPaired = paired('off', 'baseline');
+    // Per round, the median of its trials; per pair, the baseline's time over off's (≥ 1: off as fast or faster).
+    const perRound = (v: 'baseline' | 'off') => pairResults.map((p) => median(p[key][v]));
+    const offPaired = pairResults.flatMap((p) => p[key].off.map((t, i) => p[key].baseline[i]! / t));
+    const onSamples = on.map((x) => x[key]);
+    const note = `${opts.rounds} rounds; per round ${pairs} trials of each side by side in one worker, each the best of 3`;
+    rows.push({ section: 'trace-cost', name: `${label}, ${VARIANT_NAMES.baseline}`, unit, samples: perRound('baseline'), lowerIsBetter: true, note: `${baseline.sites} emit sites removed; ${note}` });
     rows.push({
       section: 'trace-cost',
       name: `${label}, ${VARIANT_NAMES.off}`,
       unit,
-      samples: samples('off'),
+      samples: perRound('off'),
       lowerIsBetter: true,
-      ref: { name: VARIANT_NAMES.baseline, samples: samples('baseline') },
+      ref: { name: VARIANT_NAMES.baseline, samples: perRound('baseline') },
       paired: offPaired,
       target: 0.98,
-      note: `${pct(median(offPaired))} time vs no trace code (issue 14: ≤ 2 %); ${base}`,
+      note: `${pct(median(offPaired))} time vs no trace code, median of ${offPaired.length} pairs (issue 14: ≤ 2 %); ${note}`,
     });
-    const onPaired = paired('on', 'off');
+    const onPaired = onSamples.map((s, i) => perRound('off')[i]! / s);
     rows.push({
       section: 'trace-cost',
       name: `${label}, ${VARIANT_NAMES.on}`,
       unit,
-      samples: samples('on'),
+      samples: onSamples,
       lowerIsBetter: true,
-      ref: { name: VARIANT_NAMES.off, samples: samples('off') },
+      ref: { name: VARIANT_NAMES.off, samples: perRound('off') },
       paired: onPaired,
-      note: `${pct(median(onPaired))} time vs off, output discarded; ${base}`,
+      note: `${pct(median(onPaired))} time vs off, output discarded; a worker of its own per round, best of 3`,
     });
   }
   rows.push({
@@ -338,32 +370,36 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
       note: `a child process per run, ${opts.rounds} rounds`,
     });
   }
-  const med = (v: Variant, k: 'ring' | 'device') => median(results[v].map((x) => x[k]));
   opts.log(
-    `trace-cost: ring ${med('baseline', 'ring').toFixed(1)} ns no trace code, ${med('off', 'ring').toFixed(1)} off, ${med('on', 'ring').toFixed(1)} on; ` +
-      `device path ${med('baseline', 'device').toFixed(1)} / ${med('off', 'device').toFixed(1)} / ${med('on', 'device').toFixed(1)} ns; ` +
-      `one test ${(check.with - check.without).toFixed(3)} ns; machine ${RUN_VARIANTS.map((v) => `${v} ${median(machine[v]).toFixed(0)}`).join(', ')} req/s`,
+    `trace-cost: ${rows.filter((r) => r.paired).map((r) => `${r.name.replace(/ \(.*\)/, '')}: ${pct(median(r.paired!))}`).join('; ')}; ` +
+      `one test ${(check.with - check.without).toFixed(3)} ns`,
   );
   return rows;
 }
 
 export const section = { name: 'trace-cost', run };
 
-const job = (isMainThread ? undefined : workerData) as { kind?: string; variant?: Variant; buffers?: number; iterations?: number } | undefined;
-if (job?.kind === 'trace-cost') {
+const job = (isMainThread ? undefined : workerData) as
+  | { kind?: string; entry?: string; baseline?: string; buffers?: number; pairs?: number; iterations?: number }
+  | undefined;
+// Only the worker's own entry file runs the job (the baseline's copy of this file is imported
+// by the same worker for its functions, and must not start one).
+const mine = job?.entry === fileURLToPath(import.meta.url);
+if (mine && job?.kind === 'trace-cost-pair') {
+  pinSelf(0);
+  parentPort!.postMessage(await pairTrials(job.baseline!, job.buffers!, job.pairs!));
+} else if (mine && job?.kind === 'trace-cost-on') {
   pinSelf(0);
   let emitted = 0;
-  if (job.variant === 'on') {
-    enableEvents(EVENTS.map((e) => e.name));
-    setEmitTarget({
-      emit() {
-        emitted++;
-      },
-    });
-  }
+  enableEvents(EVENTS.map((e) => e.name));
+  setEmitTarget({
+    emit() {
+      emitted++;
+    },
+  });
   const buffers = job.buffers!;
-  parentPort!.postMessage({ ring: ringPath(buffers, 3), device: devicePath(buffers / 2, 3), emitted } satisfies WorkerResult);
-} else if (job?.kind === 'trace-check') {
+  parentPort!.postMessage({ ring: ringPath(buffers, 3), device: devicePath(buffers / 2, 3), emitted } satisfies OnResult);
+} else if (mine && job?.kind === 'trace-check') {
   pinSelf(0);
   parentPort!.postMessage(checkAlone(job.iterations!, 5));
 } else if (isMainThread) {
