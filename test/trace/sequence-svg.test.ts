@@ -9,7 +9,7 @@ import { registerTraceDecoders } from '../../src/cli/trace-options.js';
 import { CONTROL_TID, ChromeTraceConsumer, DEVICE_PID, DRIVER_PID } from '../../src/trace/chrome.js';
 import { EVENTS, TRACE } from '../../src/trace/events.js';
 import { TraceSvgError, renderSequenceSvg } from '../../src/trace/sequence-svg.js';
-import { cliPath } from '../helpers/paths.js';
+import { cliPath, repoRoot } from '../helpers/paths.js';
 import { withTracing } from '../helpers/trace-recorder.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'virtio-trace-svg-'));
@@ -101,6 +101,9 @@ async function knownTrace(extra?: () => void): Promise<unknown> {
   return JSON.parse(chunks.join(''));
 }
 
+/** The title of the walkthrough's picture (docs/walkthrough.md). */
+const WALKTHROUGH_TITLE = 'npx virtio 10 --trace-file t.json — one request, guest and device threads';
+
 const CHAIN = ['vring_add', 'virtqueue_kick', 'virtio_queue_notify', 'virtqueue_pop', 'virtqueue_fill', 'virtqueue_flush', 'virtio_notify', 'virtio_mmio_setting_irq', 'virtio_mmio_read', 'virtio_mmio_write_offset', 'virtio_mmio_setting_irq', 'vring_interrupt', 'virtqueue_get_buf'];
 
 describe('virtio trace-svg: the sequence diagram of a trace', () => {
@@ -172,6 +175,13 @@ describe('virtio trace-svg: the sequence diagram of a trace', () => {
     assert.equal(xmlProblem(svg), undefined);
     assert.deepEqual(events(svg).map((e) => e.name), ['virtqueue_pop', 'virtqueue_fill', 'virtqueue_flush', 'virtio_notify']);
     assert.deepEqual(spans(svg), ['in device vq=0 head=5']);
+  });
+
+  it("docs/walkthrough-trace.svg is what trace-svg draws from docs/walkthrough-trace.json (the walkthrough's picture stays the renderer's)", () => {
+    const doc = JSON.parse(readFileSync(path.join(repoRoot, 'docs', 'walkthrough-trace.json'), 'utf8')) as unknown;
+    const svg = renderSequenceSvg(doc, { title: WALKTHROUGH_TITLE });
+    assert.equal(readFileSync(path.join(repoRoot, 'docs', 'walkthrough-trace.svg'), 'utf8'), svg, `regenerate: npx virtio trace-svg docs/walkthrough-trace.json -o docs/walkthrough-trace.svg --title '${WALKTHROUGH_TITLE}'`);
+    assert.deepEqual(events(svg).map((e) => e.name), CHAIN);
   });
 
   it('the XML check itself finds what a viewer would refuse', () => {
