@@ -17,6 +17,7 @@ import { isVirtioError } from '../../src/virtio/errors.js';
 import { packedRingLayout, packedRingViewsFromGuest } from '../../src/virtio/packed-ring.js';
 import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
+import * as DQ from '../../src/virtio/driver-queue.js';
 import { RAM, answeringWith, bringUp, harness } from '../helpers/runtime.js';
 
 const V1 = bit(FeatureBit.VERSION_1);
@@ -330,4 +331,81 @@ test('each runtime has its own instance number (the vdev of trace events)', () =
   const b = harness(new VirtioTestDevice()).runtime.vdev;
   assert.equal(b, a + 1);
   assert.ok(a >= 1);
+});
+
+test('a queue started by the host before DRIVER_OK consumes nothing until DRIVER_OK (§2.1.2), and queueStatus shows it ready, not active', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(0));
+  h.runtime.writeStatus(READY);
+  const ring = packedLayout(RAM, 8);
+  // vhost-user starts rings itself (SET_VRING_KICK): QueueReady is never written.
+  h.runtime.startQueue(0, ringViewsFromGuest(h.memory, ring));
+  const { DriverQueue } = DQ;
+  const driver = new DriverQueue<number>(h.memory, ringViewsFromGuest(h.memory, ring), { eventIdx: false, indirect: false });
+  request(driver, 0, 1);
+  h.runtime.notify(0);
+  assert.equal(driver.getUsed(), null, 'nothing consumed before DRIVER_OK');
+  const st = h.runtime.queueStatus(0);
+  assert.equal(st.ready, true, 'a started queue is ready');
+  assert.equal(st.active, false, 'but not served');
+  assert.equal(st.ring!.lastAvailIdx, 0);
+  assert.equal(h.runtime.stopQueue(5), null, 'a queue the device does not have: nothing to stop');
+});
+
+test('buffers made available before DRIVER_OK are served at DRIVER_OK without another kick', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(0));
+  h.runtime.writeStatus(READY);
+  const ring = packedLayout(RAM, 8);
+  Object.assign(h.runtime.queues[0]!, { size: 8, desc: ring.desc, avail: ring.avail, used: ring.used, ready: true });
+  const driver = new DQ.DriverQueue<number>(h.memory, ringViewsFromGuest(h.memory, ring), { eventIdx: false, indirect: false });
+  request(driver, 0, 1);
+  h.runtime.notify(0); // before DRIVER_OK: ignored
+  h.runtime.writeStatus(READY | Status.DRIVER_OK);
+  assert.deepEqual(driver.getUsed(), { token: 1, len: 12 });
+  assert.deepEqual(h.interrupts, [0]);
+});
+
+test('deviceError(): counted each time, but the host and the driver are told once (§2.1.2); the message says which queue and what failed', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  bringUp(h);
+  h.runtime.deviceError('a string, not an Error');
+  assert.match(h.warnings.at(-1)!, /^device error: device model failed: a string, not an Error; device needs reset$/);
+  h.runtime.deviceError(new Error('second'), 0);
+  assert.match(h.warnings.at(-1)!, /^device error on queue 0: device model failed: Error: second\n/);
+  const s = h.runtime.stats();
+  assert.equal(s.errors, 2);
+  assert.equal(s.queues[0]!.counters.errors, 1, 'only the error named for queue 0 counts on it');
+  assert.deepEqual(h.deviceErrors, ['a string, not an Error'], 'onDeviceError once');
+  assert.equal(h.configInterrupts, 1, 'one configuration change notification');
+  // Without DRIVER_OK there is no driver to tell.
+  const h2 = harness(new VirtioTestDevice({ print: false }));
+  h2.runtime.deviceError(new Error('early'), 0);
+  assert.ok(h2.runtime.status & Status.NEEDS_RESET);
+  assert.equal(h2.configInterrupts, 0);
+  assert.equal(h2.deviceErrors.length, 1);
+  // A host without onDeviceError is fine.
+  const h3 = harness(new VirtioTestDevice({ print: false }));
+  (h3.runtime as unknown as { host: { onDeviceError?: unknown } }).host.onDeviceError = undefined;
+  h3.runtime.deviceError(new Error('no hook'));
+  assert.ok(h3.runtime.status & Status.NEEDS_RESET);
+});
+
+test('an answer that arrives after a reset and a new handshake does not reach the new ring', async () => {
+  const answers: ((n: number) => void)[] = [];
+  const h = harness(answeringWith(() => new Promise<number>((r) => answers.push(r))));
+  let driver = bringUp(h);
+  request(driver, 0, 1);
+  h.runtime.notify(0);
+  h.runtime.writeStatus(0);
+  driver = bringUp(h); // the same ring addresses, a new session
+  answers[0]!(12);
+  await h.runtime.settled();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(driver.getUsed(), null, 'no used element in the new session');
+  assert.deepEqual(h.interrupts, []);
+  assert.equal(h.runtime.status & Status.NEEDS_RESET, 0);
+  assert.equal(h.runtime.stats().totals.requests, 0);
 });
