@@ -19,6 +19,8 @@ import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
 import * as DQ from '../../src/virtio/driver-queue.js';
 import { RAM, answeringWith, bringUp, harness } from '../helpers/runtime.js';
+import { Recorder, withTracing } from '../helpers/trace-recorder.js';
+import { NO_QUEUE } from '../../src/trace/events.js';
 
 const V1 = bit(FeatureBit.VERSION_1);
 const ACK_DRIVER = Status.ACKNOWLEDGE | Status.DRIVER;
@@ -301,7 +303,7 @@ test('startQueue: the views must match the negotiated layout (FEATURES_INVALID),
   h.runtime.writeStatus(READY);
   const split = ringViewsFromGuest(h.memory, packedLayout(RAM, 8));
   const packed = packedRingViewsFromGuest(h.memory, packedRingLayout(RAM, 8));
-  assert.throws(() => h.runtime.startQueue(0, packed), (e: unknown) => isVirtioError(e) && e.code === 'FEATURES_INVALID' && /did not negotiate VIRTIO_F_RING_PACKED/.test(e.message));
+  assert.throws(() => h.runtime.startQueue(0, packed), (e: unknown) => isVirtioError(e) && e.code === 'FEATURES_INVALID' && e.section === 'virtio 1.2 §2.7' && /did not negotiate VIRTIO_F_RING_PACKED/.test(e.message));
   const q = h.runtime.startQueue(0, split, { nextAvail: 5, nextUsed: 3 });
   assert.equal(q.nextAvail, 5);
   assert.equal(q.nextUsed, 3);
@@ -314,7 +316,7 @@ test('startQueue: the views must match the negotiated layout (FEATURES_INVALID),
   hp.runtime.writeStatus(ACK_DRIVER);
   hp.runtime.writeDriverFeatures(V1 | bit(0) | bit(FeatureBit.RING_PACKED));
   hp.runtime.writeStatus(READY);
-  assert.throws(() => hp.runtime.startQueue(0, split), (e: unknown) => isVirtioError(e) && e.code === 'FEATURES_INVALID' && /negotiated VIRTIO_F_RING_PACKED/.test(e.message));
+  assert.throws(() => hp.runtime.startQueue(0, split), (e: unknown) => isVirtioError(e) && e.code === 'FEATURES_INVALID' && e.section === 'virtio 1.2 §2.8' && /negotiated VIRTIO_F_RING_PACKED/.test(e.message));
   const pq = hp.runtime.startQueue(0, packed, { nextAvail: 3 | (1 << 15), nextUsed: 3 | (1 << 15) });
   assert.equal(pq.nextAvail, 3 | (1 << 15));
   assert.equal(pq.nextUsed, 3 | (1 << 15));
@@ -408,4 +410,48 @@ test('an answer that arrives after a reset and a new handshake does not reach th
   assert.deepEqual(h.interrupts, []);
   assert.equal(h.runtime.status & Status.NEEDS_RESET, 0);
   assert.equal(h.runtime.stats().totals.requests, 0);
+});
+
+test('a model whose promise rejects with no reason (undefined) is a device error like any other, not a crash of the runtime', async () => {
+  const h = harness(answeringWith(() => Promise.reject(undefined)));
+  const driver = bringUp(h);
+  request(driver, 0, 1);
+  h.runtime.notify(0);
+  await h.runtime.settled();
+  await new Promise((r) => setImmediate(r));
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.match(h.warnings.at(-1)!, /^device error on queue 0: device model failed: undefined; device needs reset$/);
+  assert.deepEqual(h.deviceErrors, [undefined]);
+});
+
+test('a device that needs a reset is not live: a later config change bumps the generation but sends no more notifications', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  bringUp(h);
+  h.runtime.deviceError(new Error('broken'), 0);
+  assert.equal(h.configInterrupts, 1, 'the NEEDS_RESET notification (§2.1.2)');
+  assert.equal(h.runtime.driverOk, false);
+  const gen = h.runtime.configGeneration;
+  h.runtime.configChanged();
+  assert.equal(h.runtime.configGeneration, gen + 1);
+  assert.equal(h.configInterrupts, 1);
+});
+
+test('trace: virtio_notify_config carries the generation, virtio_needs_reset the queue (or none) and the error text', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const r = new Recorder();
+  withTracing(['virtio_notify_config', 'virtio_needs_reset'], r, () => {
+    bringUp(h);
+    h.runtime.configChanged();
+    h.runtime.deviceError(new Error('first'), 0);
+    h.runtime.deviceError('second');
+    h.runtime.deviceError(undefined);
+  });
+  const vdev = h.runtime.vdev;
+  assert.deepEqual(r.events.map((e) => [e.name, e.fields]), [
+    ['virtio_notify_config', { vdev, generation: 1 }],
+    ['virtio_needs_reset', { vdev, vq: 0, error: 'first' }],
+    ['virtio_notify_config', { vdev, generation: 1 }],
+    ['virtio_needs_reset', { vdev, vq: NO_QUEUE, error: 'second' }],
+    ['virtio_needs_reset', { vdev, vq: NO_QUEUE, error: 'undefined' }],
+  ]);
 });
