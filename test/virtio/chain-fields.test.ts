@@ -22,6 +22,8 @@ function chain(readable: number[], writable: number[]): DescriptorChain {
 test('fields inside one segment and split across segments read the same little-endian values', () => {
   const bytes = Uint8Array.from({ length: 16 }, (_, i) => 0xf0 + i);
   for (const split of [[16], [1, 15], [2, 14], [3, 13], [5, 11], [1, 1, 1, 13]]) {
+    // Bytes that are not the field's around every segment: a read that runs past its segment shows.
+    region.bytes.fill(0x5a);
     const c = chain(split, []);
     let from = 0;
     let at = 0x10;
@@ -100,4 +102,71 @@ test('a reused chain (refill) forgets its old segments', () => {
   assert.equal(region.view.getUint32(0x800, true), 0xdeadbeef);
   assert.deepEqual(c.readable, []);
   assert.equal(c.writable.length, 1);
+});
+
+/** The chain's bytes as one stream: what a device must see whatever the descriptor layout (§2.6.4 Message Framing). */
+function stream(c: DescriptorChain, writable: boolean): number[] {
+  return (writable ? c.writable : c.readable).flatMap((v) => [...v]);
+}
+
+test('read() and write() see the segments as one stream, from any offset, short and long runs alike (§2.6.4)', () => {
+  const bytes = Uint8Array.from({ length: 200 }, (_, i) => (i * 7 + 3) & 0xff);
+  for (const split of [[200], [1, 199], [64, 64, 72], [65, 135], [3, 100, 97]]) {
+    region.bytes.fill(0x5a);
+    const c = chain(split, []);
+    let at = 0x10;
+    let from = 0;
+    for (const len of split) {
+      region.bytes.set(bytes.subarray(from, from + len), at);
+      from += len;
+      at += 0x100;
+    }
+    assert.deepEqual(stream(c, false), [...bytes], `readable views, split ${split}`);
+    assert.deepEqual(c.readable.map((v) => v.length), split);
+    for (const [offset, length] of [[0, 200], [0, 10], [1, 150], [64, 70], [130, 70], [199, 5], [200, 4], [250, 4]] as const) {
+      const into = new Uint8Array(length).fill(0xcc);
+      const n = c.read(into, offset);
+      const want = [...bytes.subarray(offset, offset + length)];
+      assert.equal(n, want.length, `read ${length} at ${offset}, split ${split}: count`);
+      assert.deepEqual([...into.subarray(0, n)], want, `read ${length} at ${offset}, split ${split}`);
+      assert.ok(into.subarray(n).every((b) => b === 0xcc), 'nothing copied past the count');
+    }
+  }
+  for (const split of [[150], [10, 140], [70, 80], [1, 1, 148]]) {
+    region.bytes.fill(0x5a);
+    const c = chain([8], split);
+    const data = Uint8Array.from({ length: 150 }, (_, i) => (i * 13 + 1) & 0xff);
+    assert.equal(c.write(data.subarray(0, 100), 20), 100, `write 100 at 20, split ${split}`);
+    assert.equal(c.write(data.subarray(0, 20)), 20);
+    assert.equal(c.write(data, 140), 10, 'a write is cut at the end of the writable bytes');
+    const want = [...data.subarray(0, 20), ...data.subarray(0, 100), ...new Array(20).fill(0x5a), ...data.subarray(0, 10)];
+    assert.deepEqual(stream(c, true), want, `split ${split}`);
+    assert.deepEqual(c.writable.map((v) => v.length), split);
+    assert.ok(region.bytes.subarray(0x10, 0x18).every((b) => b === 0x5a), 'the readable segment is not written');
+  }
+});
+
+test('a field that ends exactly at the end of the stream, split over segments, is inside it', () => {
+  region.bytes.fill(0);
+  const c = chain([2, 2], [1, 3]);
+  region.bytes.set([0x11, 0x22], 0x10);
+  region.bytes.set([0x33, 0x44], 0x110);
+  assert.equal(c.readUint32(0), 0x44332211);
+  assert.equal(c.readUint16(2), 0x4433);
+  assert.equal(c.readUint16(1), 0x3322);
+  c.writeUint32(0, 0x0d0c0b0a);
+  assert.deepEqual(stream(c, true), [0x0a, 0x0b, 0x0c, 0x0d]);
+  c.writeUint16(2, 0xbeef);
+  assert.deepEqual(stream(c, true), [0x0a, 0x0b, 0xef, 0xbe]);
+  assert.throws(() => c.readUint32(1), { name: 'RangeError', message: "read of 4 bytes at 1 is past the chain's 4 readable bytes" });
+  assert.throws(() => c.writeUint16(3, 1), { name: 'RangeError', message: "write of 2 bytes at 3 is past the chain's 4 writable bytes" });
+  assert.throws(() => c.read(new Uint8Array(1), 1.5), { name: 'RangeError', message: 'chain offset 1.5 is not a byte offset' });
+});
+
+test('a revoked chain has no views left', () => {
+  const c = chain([8], [4]);
+  c.revoke();
+  assert.deepEqual(c.readable, []);
+  assert.deepEqual(c.writable, []);
+  assert.equal(c.hasWritable, false);
 });
