@@ -14,7 +14,7 @@
  *    virtqueue_fill; ids are the queue and head, unique while in flight. A reset (status 0) or
  *    a device error ends the spans still open (args.aborted), and so does the end of the trace;
  *  - counters ("C") of queue occupancy: driver "vqN in flight" (added, not yet taken back) at
- *    each kick decision and interrupt; device "vqN in device" (popped, not yet published) at
+ *    each kick decision and interrupt, and when the last buffer is taken back; device "vqN in device" (popped, not yet published) at
  *    each pop and each flush (a sawtooth whose teeth are the publication batches).
  */
 import { TRACE, type AnyTraceEvent } from './events.js';
@@ -79,6 +79,8 @@ export class ChromeTraceConsumer implements TraceConsumer {
       case TRACE.virtqueue_get_buf as AnyTraceEvent:
         this.end(0, q, values[at + 1]!, ts, `{"len":${values[at + 2]}}`);
         this.count(0, q, -1);
+        // The last buffer taken back: the queue is empty, which no later kick may say.
+        if ((this.occupancy[0].get(q) ?? 0) === 0) this.counter(0, q, ts);
         break;
       case TRACE.virtqueue_pop as AnyTraceEvent:
         this.begin(1, q, values[at + 1]!, ts, tid, 'in device');
