@@ -13,6 +13,7 @@ import type { VirtioDevice } from '../../src/device/device.js';
 import { serveDevice, type BackendServer } from '../../src/vhost-user/backend-server.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import type { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
+import { native } from '../../src/vhost-user/native/index.js';
 import { HeaderFlag, requestName } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { onLines } from '../helpers/lines.js';
@@ -79,7 +80,7 @@ export function tempDir(): { dir: string; remove(): void } {
 
 /** A back-end serving `createDevice` (default: virtio-test) on a fresh socket, on this event loop. */
 export function startServer(
-  options: { createDevice?: () => VirtioDevice; maxQueueSize?: number; maxMemSlots?: number; packedRing?: boolean } = {},
+  options: { createDevice?: () => VirtioDevice; maxQueueSize?: number; maxMemSlots?: number; packedRing?: boolean; drainTimeoutMs?: number } = {},
 ): TestServer {
   const tmp = tempDir();
   const socketPath = path.join(tmp.dir, 'backend.sock');
@@ -101,6 +102,7 @@ export function startServer(
     ...(options.maxQueueSize ? { maxQueueSize: options.maxQueueSize } : {}),
     ...(options.maxMemSlots ? { maxMemSlots: options.maxMemSlots } : {}),
     ...(options.packedRing ? { packedRing: true } : {}),
+    ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
   });
   return {
     server,
@@ -118,6 +120,7 @@ export function startServer(
 
 /** The open fds of this process, with what they point to (for leak checks). */
 export function openFds(): Map<number, string> {
+  void native.pageSize; // loads the addon first: its one process-wide fd (the SIGBUS guard's eventfd) is no leak
   const out = new Map<number, string>();
   for (const name of readdirSync('/proc/self/fd')) {
     try {

@@ -90,7 +90,7 @@ describe('front-end memory shrunk after SET_MEM_TABLE', () => {
       // Region 1 holds the request buffers; ring and descriptors stay in region 0.
       ftruncateSync(c.ram.regions[1]!.fd, 0);
       void c.request(2).catch(() => undefined);
-      const line = await d.be.waitForLine(/front-end memory shrank/, 'the daemon to report the shrunk memory');
+      const line = await d.be.waitForLine(/front-end memory shrank under the back-end: /, 'the daemon to report the shrunk memory');
       assert.match(line, /page\(s\) of region gpa 0x40000000 \(size 0x400000\) gone .*SIGBUS caught.*closing the connection/);
       await waitFor(() => c.frontend.isClosed, 'the daemon to close the connection');
       c.close();

@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <limits.h>
@@ -916,10 +917,13 @@ static void guard_handler(int sig, siginfo_t *si, void *uctx) {
   }
 }
 
-/* Installs the handler and makes the eventfd, once per process. */
-static bool guard_install(void) {
-  int st = atomic_load(&guard_state);
-  if (st != 0) return st > 0;
+/* Installs the handler and makes the eventfd, once per process (the addon may be
+ * loaded by several threads: pthread_once, so the previous disposition saved is never our
+ * own handler). Done when the addon loads, so the eventfd is there from the start and the
+ * fd tables of leak checks taken after the first load never see it appear. */
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_install_once(void) {
   long p = sysconf(_SC_PAGESIZE);
   guard_page_mask = ~((uintptr_t)(p > 0 ? p : 4096) - 1);
   guard_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -932,10 +936,14 @@ static bool guard_install(void) {
     if (guard_efd >= 0) close(guard_efd);
     guard_efd = -1;
     atomic_store(&guard_state, -1);
-    return false;
+    return;
   }
   atomic_store(&guard_state, 1);
-  return true;
+}
+
+static bool guard_install(void) {
+  pthread_once(&guard_once, guard_install_once);
+  return atomic_load(&guard_state) > 0;
 }
 
 static int guard_add(void *addr, size_t len) {
@@ -1676,6 +1684,7 @@ static bool external_buffers_allowed(napi_env env) {
 #define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
 
 NAPI_MODULE_INIT() {
+  guard_install(); /* the SIGBUS guard: see its section; failure leaves mappings unguarded */
   addon_state *state = calloc(1, sizeof *state);
   if (state == NULL) {
     napi_throw_error(env, "ERR_NATIVE", "vhost_user_native: out of memory");
