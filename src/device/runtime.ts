@@ -191,6 +191,8 @@ export class DeviceRuntime {
    * libuv's pool). A host releases guest memory only after these settle (see settled()).
    */
   private readonly owed = new Set<Promise<void>>();
+  /** Waiting on drained(index), per queue. */
+  private readonly drainers: ((() => void)[] | undefined)[] = [];
   /** Per queue, a chain object the model is done with, refilled by the next pop (no allocation per kick). */
   private spare: (DescriptorChain | undefined)[];
   private readonly context: DeviceContext;
@@ -530,6 +532,24 @@ export class DeviceRuntime {
     if (!held) return;
     for (const chain of held) chain.revoke();
     held.clear();
+    this.wakeDrainers(index);
+  }
+
+  /**
+   * Resolves once the model holds no chain from queue `index` any more: each was answered
+   * (its used element published and the notification decided) or revoked by a stop or a
+   * reset. Never rejects. vhost-user's GET_VRING_BASE waits on it (a drain) before it answers.
+   */
+  drained(index: number): Promise<void> {
+    if ((this.held[index]?.size ?? 0) === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.drainers[index] ??= []).push(resolve));
+  }
+
+  private wakeDrainers(index: number): void {
+    const waiting = this.drainers[index];
+    if (!waiting || this.held[index]!.size !== 0) return;
+    this.drainers[index] = undefined;
+    for (const w of waiting) w();
   }
 
   /**
@@ -558,6 +578,7 @@ export class DeviceRuntime {
     void owed.then(() => {
       held.delete(chain);
       this.owed.delete(owed);
+      this.wakeDrainers(index);
     });
     result.then(
       (len) => {

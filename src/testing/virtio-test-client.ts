@@ -436,6 +436,8 @@ export class VirtioTestClient {
   async reset(options: Partial<VirtioTestClientOptions> = {}): Promise<void> {
     const fe = this.frontend;
     await fe.getVringBase(0);
+    // GET_VRING_BASE drained the ring: answers the back-end published before its reply are ours.
+    this.drainUsed();
     if (this.has(ProtocolFeature.STATUS)) await fe.setStatus(0);
     else if (this.has(ProtocolFeature.RESET_DEVICE)) await fe.resetDevice();
     for (const p of this.queue.detachUnused()) p.reject(new VhostUserError('device reset'));

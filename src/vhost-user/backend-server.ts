@@ -51,6 +51,8 @@ export interface ServeDeviceOptions {
   packedRing?: boolean;
   /** Refuse memory that is not a memfd sealed against shrinking (BackendSessionOptions.requireSealedMemory). Default false. */
   requireSealedMemory?: boolean;
+  /** GET_VRING_BASE's drain timeout (BackendSessionOptions.drainTimeoutMs). */
+  drainTimeoutMs?: number;
   maxMemSlots?: number;
   /** Used-ring publication batch within a pass (DeviceRuntimeOptions.publishBatch). Default 32. */
   publishBatch?: number;
@@ -150,6 +152,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
       maxMemSlots: options.maxMemSlots ?? DEFAULT_MAX_MEM_SLOTS,
       ...(options.packedRing ? { packedRing: true } : {}),
       ...(options.requireSealedMemory ? { requireSealedMemory: true } : {}),
+      ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
       ...(options.publishBatch === undefined ? {} : { publishBatch: options.publishBatch }),
       ...(options.trace ? { trace: options.trace } : {}),
       onClose: (reason) => {

@@ -87,6 +87,7 @@ import {
   encodeU64,
   encodeVringState,
   toSafeNumber,
+  VRING_STATE_SIZE,
 } from './payloads.js';
 import {
   ConfigFlag,
@@ -153,6 +154,9 @@ const protocolFeatureNames = new Map<number, string>(Object.entries(ProtocolFeat
 /** Header flags ([vhost-user "Header"]): bits 0-1 version, 2 REPLY, 3 NEED_REPLY; the others are reserved. */
 const KNOWN_HEADER_FLAGS = HeaderFlag.VERSION_MASK | HeaderFlag.REPLY | HeaderFlag.NEED_REPLY;
 
+/** How long GET_VRING_BASE waits for the device model's requests on the ring (drainFirst). */
+export const DRAIN_TIMEOUT_MS = 10_000;
+
 /** GET_MAX_MEM_SLOTS default. */
 export const DEFAULT_MAX_MEM_SLOTS = 32;
 
@@ -185,6 +189,8 @@ export interface BackendSessionOptions {
    * memory is a plain file, and QEMU's memfd is sealed only with its default `seal=on`.
    */
   requireSealedMemory?: boolean;
+  /** How long GET_VRING_BASE waits for the device model's requests on the ring (default DRAIN_TIMEOUT_MS). */
+  drainTimeoutMs?: number;
   /**
    * The refusal rule (see the module comment): true closes the connection when a refusal
    * cannot be acknowledged. Default: BackendSession.strictByDefault.
@@ -240,6 +246,8 @@ export class BackendSession {
   private inflight: InflightBuffer | null = null;
   private closed = false;
   private readonly unwatchFaults: () => void;
+  /** The GET_VRING_BASE being answered after its drain (handled without draining again). */
+  private drainedRequest: RawMessage | null = null;
   /**
    * Packed rings: the queue that ran until the ring last stopped, so the next one can take over
    * its buffers in flight and their kept lists (PackedDeviceQueue adopt); null once the ring is
@@ -326,6 +334,8 @@ export class BackendSession {
   // ---------------------------------------------------------------- messages
 
   private onMessage(m: RawMessage): void {
+    if (m.request === Request.GET_VRING_BASE && m !== this.drainedRequest && this.drainFirst(m)) return;
+    this.drainedRequest = null;
     const name = requestName(m.request);
     const fds = new Fds(m.fds);
     const needReply = (m.flags & HeaderFlag.NEED_REPLY) !== 0;
@@ -750,6 +760,46 @@ export class BackendSession {
     v.base = num;
     this.baseGiven[index] = true;
     this.sync(index);
+  }
+
+  /**
+   * [vhost-user "VHOST_USER_GET_VRING_BASE"]: stopping a ring drains it: requests the device
+   * model is still working on complete (their used elements published, the front-end notified)
+   * before the reply, so no I/O still running writes into buffers that are the guest's again,
+   * and nothing is left for the inflight region to resubmit. While the model holds chains from
+   * the ring, the ring takes no new ones (kicks dropped, polling off) and the channel delivers
+   * no further request; the reply follows once they are answered, or after the drain timeout
+   * (BackendSessionOptions.drainTimeoutMs, default DRAIN_TIMEOUT_MS) with a warning (then, as before, they are dropped: the inflight region keeps them).
+   * Returns false when there is nothing to wait for (the request is handled at once).
+   */
+  private drainFirst(m: RawMessage): boolean {
+    if (m.payload.length !== VRING_STATE_SIZE || !this.owned) return false;
+    const { index } = decodeVringState(m.payload);
+    const v = this.vrings[index];
+    if (!v || v.queue === null || this.runtime.activeQueue(index) !== v.queue) return false;
+    const held = this.runtime.queueStatus(index).held;
+    if (held === 0) return false;
+    const timeoutMs = this.options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
+    v.setPolling(false);
+    v.dropKick();
+    this.channel.pause();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), timeoutMs);
+    });
+    void Promise.race([this.runtime.drained(index).then(() => false), timedOut]).then((late) => {
+      clearTimeout(timer);
+      if (this.closed) return;
+      if (late) {
+        this.options.warn(
+          `vhost-user: GET_VRING_BASE for vring ${index}: ${this.runtime.queueStatus(index).held} request(s) still in the device after ${timeoutMs} ms; stopping the ring without them (their answers are dropped; the inflight region keeps them)`,
+        );
+      }
+      this.drainedRequest = m;
+      this.onMessage(m);
+      this.channel.resume();
+    });
+    return true;
   }
 
   private getVringBase(index: number): Reply {

@@ -43,6 +43,8 @@ interface Outgoing {
 export class MessageChannel {
   private watch: Watch | null = null;
   private closed = false;
+  private paused = false;
+  private unrefd = false;
   private readonly header = new Uint8Array(HEADER_SIZE);
   private got = 0;
   private current: Header | null = null;
@@ -66,17 +68,42 @@ export class MessageChannel {
   /** Starts reading on the event loop. */
   start(): this {
     native.setNonblocking(this.fd, true);
+    this.startWatch();
+    return this;
+  }
+
+  private startWatch(): void {
     this.watch = native.watch(this.fd, (err) => {
       if (err) this.close(`socket error: ${err.message}`);
       else this.readAvailable();
     });
-    return this;
+    if (this.unrefd) this.watch.unref();
   }
 
   /** Lets the channel not keep the process alive by itself. */
   unref(): this {
+    this.unrefd = true;
     this.watch?.unref();
     return this;
+  }
+
+  /**
+   * Stops delivering messages (the ones after stay in the socket) until resume(): a request
+   * whose reply must wait (GET_VRING_BASE draining a ring) is answered before the next one is
+   * handled, as the protocol's one-request-at-a-time exchange expects. Sending goes on.
+   */
+  pause(): void {
+    if (this.closed || this.paused) return;
+    this.paused = true;
+    this.watch?.stop();
+    this.watch = null;
+  }
+
+  resume(): void {
+    if (this.closed || !this.paused) return;
+    this.paused = false;
+    this.startWatch();
+    setImmediate(() => this.readAvailable()); // what arrived meanwhile raised no new event
   }
 
   /**
@@ -109,7 +136,7 @@ export class MessageChannel {
   }
 
   private readAvailable(): void {
-    while (!this.closed) {
+    while (!this.closed && !this.paused) {
       const target = this.current === null ? this.header : this.payload;
       let r;
       try {

@@ -3,7 +3,10 @@
  * RESET_DEVICE for a front-end without PROTOCOL_F_STATUS) while the device model holds
  * requests, ring disable/re-enable and restarts with held requests, and re-negotiation.
  * The device here answers at once but completes (returns the used element) only when the
- * test releases it, like a device doing real asynchronous I/O.
+ * test releases it, like a device doing real asynchronous I/O. A reset's GET_VRING_BASE drains
+ * the ring (test/vhost-user/get-vring-base-drain.test.ts); these tests are about a device that
+ * does not answer in time, so the drain gives up after DRAIN_MS and the held requests are
+ * dropped, as the session does after its (10 s) drain timeout.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +20,8 @@ import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testin
 import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 /** virtio-test whose completions wait for `release()` while `holding` is on. */
+const DRAIN_MS = 50;
+
 class DeferredDevice implements VirtioDevice {
   readonly inner = new VirtioTestDevice({ print: false });
   readonly deviceId = this.inner.deviceId;
@@ -60,7 +65,7 @@ describe('vhost-user lifecycle with requests in flight', { timeout: 30_000 }, ()
   let srv: TestServer;
   let device: () => DeferredDevice;
   before(() => {
-    srv = startServer({ createDevice: () => new DeferredDevice() });
+    srv = startServer({ createDevice: () => new DeferredDevice(), drainTimeoutMs: DRAIN_MS });
     device = () => srv.devices[srv.devices.length - 1] as DeferredDevice;
   });
   after(async () => {
