@@ -455,3 +455,32 @@ test('trace: virtio_notify_config carries the generation, virtio_needs_reset the
     ['virtio_needs_reset', { vdev, vq: NO_QUEUE, error: 'undefined' }],
   ]);
 });
+
+test('resubmit() does nothing on a queue that is not served: not started while live, or started before DRIVER_OK', () => {
+  const seen: number[] = [];
+  const h = harness(answeringWith((chain) => (seen.push(chain.head), 0)));
+  bringUp(h);
+  h.runtime.stopQueue(0);
+  h.runtime.resubmit(0, [0]);
+  assert.equal(h.runtime.status & Status.NEEDS_RESET, 0, 'no device error for a queue that is not running');
+  const h2 = harness(answeringWith((chain) => (seen.push(chain.head), 0)));
+  h2.runtime.writeStatus(ACK_DRIVER);
+  h2.runtime.writeDriverFeatures(V1 | bit(0));
+  h2.runtime.writeStatus(READY);
+  h2.runtime.startQueue(0, ringViewsFromGuest(h2.memory, packedLayout(RAM, 8)));
+  h2.runtime.resubmit(0, [0]);
+  assert.deepEqual(seen, [], 'nothing handed to the model before DRIVER_OK (§2.1.2)');
+});
+
+test('a packed queue larger than QueueNumMax is a device error at DRIVER_OK (QUEUE_SIZE_INVALID, §2.8.10.1), not a ring beyond the device\'s limit', () => {
+  const h = harness(new VirtioTestDevice({ print: false })); // QueueNumMax 256
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(0) | bit(FeatureBit.RING_PACKED));
+  h.runtime.writeStatus(READY);
+  const ring = packedRingLayout(RAM, 512);
+  Object.assign(h.runtime.queues[0]!, { size: 512, desc: ring.desc, avail: ring.driver, used: ring.device, ready: true });
+  h.runtime.writeStatus(READY | Status.DRIVER_OK);
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.equal(h.runtime.activeQueue(0), null);
+  assert.match(h.warnings.at(-1)!, /QUEUE_SIZE_INVALID/);
+});
