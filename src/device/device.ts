@@ -26,6 +26,11 @@ export interface VirtioDevice {
    * features it implements (VERSION_1, INDIRECT_DESC, EVENT_IDX).
    */
   readonly features: bigint;
+  /**
+   * Names of the device-specific feature bits, as the spec spells them (`VIRTIO_BLK_F_FLUSH`),
+   * for `virtio --stats` and the daemon's query-status. Bits without a name print as numbers.
+   */
+  readonly featureNames?: Readonly<Record<number, string>>;
   /** Size in bytes of the device configuration space (§2.5). */
   readonly configSize: number;
   /** Maximum size of each virtqueue, one entry per queue. */

@@ -153,6 +153,8 @@ export interface DeviceStats {
   /** Features as hex strings (64-bit masks). */
   deviceFeatures: string;
   driverFeatures: string;
+  /** The device model's names of its own feature bits (VirtioDevice.featureNames). */
+  featureNames: Record<number, string>;
   /** FEATURES_OK accepted: driverFeatures is the negotiated set. */
   featuresOk: boolean;
   configGeneration: number;
@@ -657,6 +659,7 @@ export class DeviceRuntime {
       statusNames: statusNames(this.status),
       deviceFeatures: hex(this.offeredFeatures),
       driverFeatures: hex(this.driverFeatures),
+      featureNames: { ...this.device.featureNames },
       featuresOk: (this.status & Status.FEATURES_OK) !== 0,
       configGeneration: this.configGeneration,
       configNotifications: this.configNotifications,

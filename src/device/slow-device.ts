@@ -94,6 +94,9 @@ export class SlowDevice implements VirtioDevice {
   get features() {
     return this.inner.features;
   }
+  get featureNames() {
+    return this.inner.featureNames;
+  }
   get configSize() {
     return this.inner.configSize;
   }

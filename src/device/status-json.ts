@@ -85,10 +85,10 @@ export function deviceStatusJson(name: string, s: DeviceStats): { [key: string]:
     'status-names': s.statusNames,
     broken: (s.status & Status.NEEDS_RESET) !== 0,
     'host-features': s.deviceFeatures,
-    'host-features-names': featureList(s.deviceFeatures),
+    'host-features-names': featureList(s.deviceFeatures, s.featureNames),
     // QMP's guest-features are the negotiated set; until FEATURES_OK they are what the driver wrote.
     'guest-features': s.driverFeatures,
-    'guest-features-names': featureList(s.driverFeatures),
+    'guest-features-names': featureList(s.driverFeatures, s.featureNames),
     'features-ok': s.featuresOk,
     'config-generation': s.configGeneration,
     'num-vqs': s.queues.length,

@@ -9,11 +9,14 @@ import type { DeviceStats, QueueStatus } from './runtime.js';
 
 const FEATURE_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(FeatureBit).map(([n, b]) => [b, `VIRTIO_F_${n}`]));
 
-/** Names of the bits of a 64-bit feature mask (hex string): transport bits by name, others as numbers. */
-export function featureList(hex: string): string {
+/**
+ * Names of the bits of a 64-bit feature mask (hex string): transport bits by name, the device's
+ * own by the names it gives (`device`), others as numbers.
+ */
+export function featureList(hex: string, device: Readonly<Record<number, string>> = {}): string {
   const f = BigInt(hex);
   const names: string[] = [];
-  for (let b = 0; b < 64; b++) if (f & (1n << BigInt(b))) names.push(FEATURE_NAMES.get(b) ?? `bit ${b}`);
+  for (let b = 0; b < 64; b++) if (f & (1n << BigInt(b))) names.push(FEATURE_NAMES.get(b) ?? device[b] ?? `bit ${b}`);
   return names.length ? names.join(', ') : '(none)';
 }
 
@@ -84,8 +87,8 @@ export function formatDeviceStats(s: DeviceStats, name = 'device'): string {
     row('config_generation', s.configGeneration),
     row('config_notifications', s.configNotifications),
     row('errors', s.errors),
-    row('device_features', `${s.deviceFeatures} ${featureList(s.deviceFeatures)}`),
-    row(s.featuresOk ? 'guest_features' : 'driver_features', `${s.driverFeatures} ${featureList(s.driverFeatures)}`),
+    row('device_features', `${s.deviceFeatures} ${featureList(s.deviceFeatures, s.featureNames)}`),
+    row(s.featuresOk ? 'guest_features' : 'driver_features', `${s.driverFeatures} ${featureList(s.driverFeatures, s.featureNames)}`),
     row('requests', s.totals.requests),
     row('bytes', `${s.totals.bytesRead} read, ${s.totals.bytesWritten} written`),
     row('notifications', `${s.totals.notifications} sent, ${s.totals.suppressed} suppressed`),

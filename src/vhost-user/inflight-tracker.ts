@@ -77,6 +77,9 @@ export class InflightTrackingDevice implements VirtioDevice {
   get features(): bigint {
     return this.inner.features;
   }
+  get featureNames(): Readonly<Record<number, string>> | undefined {
+    return this.inner.featureNames;
+  }
   get configSize(): number {
     return this.inner.configSize;
   }

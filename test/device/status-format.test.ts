@@ -25,10 +25,13 @@ function served() {
   return { h, d };
 }
 
-test('featureList: transport bits by name, device bits by number, (none) for 0', () => {
+test('featureList: transport bits by name, device bits by the device\'s names or by number, (none) for 0', () => {
   assert.equal(featureList('0x0000000530000001'), 'bit 0, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED');
   assert.equal(featureList('0x8000000000000000'), 'bit 63');
   assert.equal(featureList('0x0000000000000000'), '(none)');
+  // The device's own bits by the names its model gives (VirtioDevice.featureNames).
+  assert.equal(featureList('0x0000000100000204', { 2: 'VIRTIO_BLK_F_SEG_MAX', 9: 'VIRTIO_BLK_F_FLUSH' }), 'VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_FLUSH, VIRTIO_F_VERSION_1');
+  assert.equal(featureList('0x0000000000000008', { 2: 'VIRTIO_BLK_F_SEG_MAX' }), 'bit 3', 'a bit the device does not name');
 });
 
 test('virtio --stats text of a served queue', () => {
@@ -45,8 +48,8 @@ test('virtio --stats text of a served queue', () => {
   config_generation:      0
   config_notifications:   0
   errors:                 0
-  device_features:        0x0000000530000001 bit 0, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED
-  guest_features:         0x0000000120000001 bit 0, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1
+  device_features:        0x0000000530000001 VIRTIO_TEST_F_CAN_PRINT, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED
+  guest_features:         0x0000000120000001 VIRTIO_TEST_F_CAN_PRINT, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1
   requests:               1
   bytes:                  48 read, 12 written
   notifications:          1 sent, 0 suppressed
@@ -114,8 +117,8 @@ test('control-socket JSON of a served queue: x-query-virtio-status, -queue-statu
   assert.deepEqual(deviceStatusJson('vt', s), {
     name: 'vt', 'device-id': 45, status: 15, 'status-names': 'ACKNOWLEDGE|DRIVER|DRIVER_OK|FEATURES_OK', broken: false,
     'host-features': '0x0000000530000001',
-    'host-features-names': 'bit 0, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED',
-    'guest-features': '0x0000000120000001', 'guest-features-names': 'bit 0, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1',
+    'host-features-names': 'VIRTIO_TEST_F_CAN_PRINT, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_RING_PACKED',
+    'guest-features': '0x0000000120000001', 'guest-features-names': 'VIRTIO_TEST_F_CAN_PRINT, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1',
     'features-ok': true, 'config-generation': 0, 'num-vqs': 1,
   });
   const counters = { requests: 1, 'bytes-read': 48, 'bytes-written': 12, kicks: 1, flushes: 1, 'notifications-sent': 1, 'notifications-suppressed': 0, errors: 0 };

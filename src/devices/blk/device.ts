@@ -199,9 +199,13 @@ interface Extent {
   unmap: boolean;
 }
 
+/** §5.2.3 feature names, by bit. */
+const BLK_FEATURE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(BlkFeature).map(([name, b]) => [b, `VIRTIO_BLK_F_${name}`]));
+
 export class BlkDevice implements VirtioDevice {
   readonly deviceId = VIRTIO_ID_BLOCK;
   readonly features: bigint;
+  readonly featureNames = BLK_FEATURE_NAMES;
   readonly configSize = CONFIG_SIZE;
   readonly queueMaxSizes: readonly number[];
   readonly storage: BlockStorage;

@@ -38,6 +38,7 @@ export interface VirtioTestOptions {
 export class VirtioTestDevice implements VirtioDevice {
   readonly deviceId: number;
   readonly features = bit(VIRTIO_TEST_F_CAN_PRINT);
+  readonly featureNames = { [VIRTIO_TEST_F_CAN_PRINT]: 'VIRTIO_TEST_F_CAN_PRINT' };
   readonly configSize = CONFIG_SIZE;
   readonly queueMaxSizes: readonly number[];
   private readonly config = new Uint8Array(CONFIG_SIZE);
