@@ -65,11 +65,12 @@ describe('vhost-user request validation', () => {
     const roomForTwo = new Uint8Array(8 + 64);
     roomForTwo.set(one);
     assert.doesNotThrow(() => checkRequest(msg(Request.SET_MEM_TABLE, roomForTwo, [10])));
-    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [])), /too few file descriptors: 0, expected 1/);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [])), /too few file descriptors: 0, expected 1 \(one per region\)$/);
+    assert.deepEqual(checkRequest(msg(Request.SET_MEM_TABLE, one, [10])), { fds: [10], extraFds: [] });
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, one, [10, 11])), /too many file descriptors: 2, expected 1/);
     const lying = encodeMemTable([region]);
     new DataView(lying.buffer).setUint32(0, 3, true);
-    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, lying, [1, 2, 3])), /3 regions in a payload with room for 1/);
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, lying, [1, 2, 3])), /3 regions in a payload with room for 1$/);
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, encodeMemTable([]), [])), /0 regions/);
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, new Uint8Array(8 + 33), [1])), /not 8 \+ 32 \* n/);
     const nine = encodeMemTable(Array.from({ length: 9 }, () => region));
@@ -79,7 +80,8 @@ describe('vhost-user request validation', () => {
   it('vring fds: one fd, or none with the invalid-fd flag', () => {
     assert.doesNotThrow(() => checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [5])));
     assert.doesNotThrow(() => checkRequest(msg(Request.SET_VRING_CALL, encodeU64(VRING_INVALID_FD), [])));
-    expectError(() => checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [])), /too few/);
+    expectError(() => checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [])), /: too few file descriptors: 0, expected 1$/);
+    assert.deepEqual(checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), [5])), { fds: [5], extraFds: [] });
     expectError(() => checkRequest(msg(Request.SET_VRING_ERR, encodeU64(VRING_INVALID_FD), [5])), /too many.*invalid-fd flag/);
   });
 
@@ -89,6 +91,27 @@ describe('vhost-user request validation', () => {
     const rem = checkRequest(msg(Request.REM_MEM_REG, new Uint8Array(40), [7]));
     assert.deepEqual(rem, { fds: [], extraFds: [7] });
     expectError(() => checkRequest(msg(Request.REM_MEM_REG, new Uint8Array(40), [7, 8])), /at most 1/);
+  });
+
+  it('inflight descriptions: 20..24 bytes (the padded struct QEMU sends, or a packed one); SET_INFLIGHT_FD takes exactly one fd', () => {
+    for (const r of [Request.GET_INFLIGHT_FD, Request.SET_INFLIGHT_FD]) {
+      const fds = r === Request.SET_INFLIGHT_FD ? [9] : [];
+      for (const size of [20, 24]) assert.doesNotThrow(() => checkRequest(msg(r, new Uint8Array(size), fds)), `size ${size}`);
+      for (const size of [19, 25, 0]) expectError(() => checkRequest(msg(r, new Uint8Array(size), fds)), new RegExp(`payload size ${size}, expected 20\\.\\.24$`));
+    }
+    assert.deepEqual(checkRequest(msg(Request.SET_INFLIGHT_FD, new Uint8Array(24), [9])), { fds: [9], extraFds: [] });
+    expectError(() => checkRequest(msg(Request.SET_INFLIGHT_FD, new Uint8Array(24), [])), /too few file descriptors: 0, expected 1$/);
+  });
+
+  it('a refusal is a ProtocolError by name, non-fatal unless the stream is lost', () => {
+    try {
+      checkRequest(msg(Request.SET_VRING_KICK, encodeU64(0), []));
+      assert.fail('accepted');
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError);
+      assert.equal(e.name, 'ProtocolError');
+      assert.equal(e.fatal, false);
+    }
   });
 
   it('refuses a message whose extra fds were dropped by the receiver', () => {
