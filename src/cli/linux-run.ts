@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { DeviceDefinition, OptionValues } from '../devices/definition.js';
 import { serveDevice } from '../vhost-user/backend-server.js';
 import { buildUmlGuest, findUmlGuest, runUml, type UmlRunResult } from '../machine/uml.js';
+import { exitOnSignals } from '../machine/process-groups.js';
 
 export interface LinuxScenario {
   machine: 'uml' | 'qemu';
@@ -53,6 +54,9 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
     else if (printing) process.stdout.write(`${line}\n`);
     else if (s.verbose) process.stderr.write(`${line}\n`);
   };
+  // Ctrl-C (or SIGTERM) ends the guest and any guest build with us: they run in process
+  // groups of their own, which the terminal's signal does not reach (process-groups.ts).
+  exitOnSignals();
   const command = linux.guestCommand(s.values, s.positionals);
   const kernelArgs = [...(linux.kernelArgs ?? [])];
   try {
@@ -61,7 +65,7 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
       let guest = findUmlGuest();
       if (!guest) {
         process.stderr.write('virtio: building the UML guest kernel (first run only; a few minutes)...\n');
-        guest = buildUmlGuest();
+        guest = await buildUmlGuest();
       }
       r = await runUml({ guest, socket, deviceId, command, extraArgs: kernelArgs, timeoutMs: 300_000, onLine });
     } else {
@@ -69,7 +73,7 @@ export async function runOnLinux(s: LinuxScenario): Promise<number> {
       let guest = findQemuGuest();
       if (!guest) {
         process.stderr.write('virtio: building the QEMU guest image (first run only)...\n');
-        guest = buildQemuGuest();
+        guest = await buildQemuGuest();
       }
       r = await runQemu({ guest, vhostUser: [{ socket, device: qemuDevice!, ...(s.ring === 'packed' ? { packed: true } : {}) }], command, kernelArgs, timeoutMs: 300_000, onLine });
     }

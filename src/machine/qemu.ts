@@ -15,6 +15,7 @@
 // and then the guest powers off; QEMU runs with -no-reboot, so it exits (a
 // kernel panic reboots at once, panic=-1, and so ends QEMU too).
 import { spawn, spawnSync } from 'node:child_process';
+import { killGroup, runScript, trackGroup, untrackGroup } from './process-groups.js';
 import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { defaultRepoRoot, shellQuote } from './uml.js';
@@ -100,12 +101,14 @@ export function findQemuGuest(repoRoot: string = defaultRepoRoot()): QemuGuest |
 }
 
 /** Runs guest/qemu/build.sh (a no-op when up to date; seconds otherwise). Throws with its output on failure. */
-export function buildQemuGuest(repoRoot: string = defaultRepoRoot()): QemuGuest {
+export async function buildQemuGuest(repoRoot: string = defaultRepoRoot()): Promise<QemuGuest> {
   const script = path.join(repoRoot, 'guest', 'qemu', 'build.sh');
-  const r = spawnSync('bash', [script], { cwd: repoRoot, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  // In a process group of its own, killed with this process (process-groups.ts): a build
+  // must not run on after the command that started it was interrupted.
+  const r = await runScript(script, repoRoot, 64 * 1024);
   if (r.error) throw new Error(`cannot run ${script}: ${r.error.message}`);
   if (r.status !== 0) {
-    const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').slice(-100).join('\n');
+    const out = r.output.split('\n').slice(-100).join('\n');
     throw new Error(`${script} failed (${r.signal ?? `exit ${r.status}`}):\n${out}`);
   }
   const guest = findQemuGuest(repoRoot);
@@ -130,25 +133,6 @@ function defaultAccel(): 'kvm' | 'tcg' {
   }
 }
 
-// Process groups of QEMU instances still running; killed if this process exits.
-const live = new Set<number>();
-let exitHookInstalled = false;
-function killGroup(pgid: number): void {
-  try {
-    process.kill(-pgid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
-function track(pgid: number): void {
-  live.add(pgid);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const g of live) killGroup(g);
-    });
-  }
-}
 
 let runCounter = 0;
 
@@ -231,12 +215,12 @@ export function runQemu(opts: QemuRunOptions): Promise<QemuRunResult> {
     const cleanup = (): void => {
       if (pgid !== undefined) {
         killGroup(pgid);
-        live.delete(pgid);
+        untrackGroup(pgid);
       }
       clearTimeout(timer);
     };
 
-    if (pgid !== undefined) track(pgid);
+    if (pgid !== undefined) trackGroup(pgid);
     const timer = setTimeout(() => {
       timedOut = true;
       if (pgid !== undefined) killGroup(pgid);

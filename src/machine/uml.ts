@@ -11,6 +11,7 @@
 //
 // and then powers off, so the UML process exits (with the same status).
 import { spawn, spawnSync } from 'node:child_process';
+import { killGroup, runScript, trackGroup, untrackGroup } from './process-groups.js';
 import { existsSync, mkdtempSync, realpathSync, rmSync, statfsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -127,12 +128,14 @@ export function umlGuestStaleness(repoRoot: string = defaultRepoRoot()): string 
 }
 
 /** Runs guest/linux/build.sh (a no-op when up to date; minutes on a cold cache). Throws with its output on failure. */
-export function buildUmlGuest(repoRoot: string = defaultRepoRoot()): UmlGuest {
+export async function buildUmlGuest(repoRoot: string = defaultRepoRoot()): Promise<UmlGuest> {
   const script = path.join(repoRoot, 'guest', 'linux', 'build.sh');
-  const r = spawnSync('bash', [script], { cwd: repoRoot, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  // In a process group of its own, killed with this process (process-groups.ts): a build
+  // must not run on after the command that started it was interrupted.
+  const r = await runScript(script, repoRoot, 64 * 1024);
   if (r.error) throw new Error(`cannot run ${script}: ${r.error.message}`);
   if (r.status !== 0) {
-    const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').slice(-200).join('\n');
+    const out = r.output.split('\n').slice(-200).join('\n');
     throw new Error(`${script} failed (${r.signal ?? `exit ${r.status}`}):\n${out}`);
   }
   const guest = findUmlGuest(repoRoot);
@@ -145,25 +148,6 @@ export function shellQuote(argv: string[]): string {
   return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
-// Process groups of UML instances still running; killed if this process exits.
-const live = new Set<number>();
-let exitHookInstalled = false;
-function killGroup(pgid: number): void {
-  try {
-    process.kill(-pgid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
-function track(pgid: number): void {
-  live.add(pgid);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const g of live) killGroup(g);
-    });
-  }
-}
 
 let runCounter = 0;
 
@@ -239,13 +223,13 @@ export function runUml(opts: UmlRunOptions): Promise<UmlRunResult> {
     const cleanup = (): void => {
       if (pgid !== undefined) {
         killGroup(pgid);
-        live.delete(pgid);
+        untrackGroup(pgid);
       }
       clearTimeout(timer);
       rmSync(dir, { recursive: true, force: true });
     };
 
-    if (pgid !== undefined) track(pgid);
+    if (pgid !== undefined) trackGroup(pgid);
     const timer = setTimeout(() => {
       timedOut = true;
       if (pgid !== undefined) killGroup(pgid);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { cliPath, normaliseTimestamps, repoRoot } from '../helpers/paths.js';
-import { assertEmptyDir, assertNoKernelTrouble, assertNoUmlLeft, needGuest, scratchDir } from '../helpers/uml.js';
+import { assertEmptyDir, assertNoKernelTrouble, assertNoUmlLeft, needGuest, scratchDir, umlProcessesOf } from '../helpers/uml.js';
 
 async function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ pid: number; code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [cliPath('virtio'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -45,3 +45,33 @@ test('`virtio --machine uml 10` prints the seed\'s run result (timestamps aside)
     tmp.remove();
   }
 });
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`\`virtio --machine uml\` ended by ${signal} mid-run takes its UML guest with it (exit ${signal === 'SIGTERM' ? 143 : 130}, no UML left)`, { timeout: 180_000 }, async (t) => {
+    if (!needGuest(t)) return;
+    const tmp = scratchDir('vt-uml-sig-');
+    try {
+      // A run long enough to be interrupted: the guest is up once its program prints.
+      const child = spawn(process.execPath, [cliPath('virtio'), '--machine', 'uml', '--count', '1000000', '10'], {
+        env: { ...process.env, TMPDIR: tmp.dir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.resume();
+      const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+      const deadline = Date.now() + 120_000;
+      while (!/get ack/.test(stdout) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      assert.match(stdout, /get ack/, 'the guest program is running');
+      assert.notEqual(umlProcessesOf(child.pid!), '', 'its UML guest runs (in a process group of its own)');
+      child.kill(signal);
+      const [code] = await closed;
+      assert.equal(code, signal === 'SIGTERM' ? 143 : 130);
+      // The group is killed with SIGKILL on the way out; give the kernel a moment to reap it.
+      for (let i = 0; i < 50 && umlProcessesOf(child.pid!) !== ''; i++) await new Promise((r) => setTimeout(r, 100));
+      assertNoUmlLeft(child.pid!);
+    } finally {
+      tmp.remove();
+    }
+  });
+}
