@@ -134,7 +134,7 @@ export const TRACE = {
   virtio_notify_suppressed: ev('virtio_notify_suppressed', 'device', 'spec', [u('vdev'), u('vq'), u('used_idx'), u('used_event'), u('avail_flags')],
     'No used buffer notification: used_event (with EVENT_IDX) or avail.flags NO_INTERRUPT said the driver does not want one (§2.7.7.2). QEMU is silent here (virtio_should_notify() false).'),
   virtio_notify_irqfd: ev('virtio_notify_irqfd', 'device', 'qemu', [u('vdev'), u('vq')],
-    'Reserved: a used buffer notification through an irqfd (vhost-user: a write to the call eventfd). Not emitted yet (the vhost-user ring code is being reworked). QEMU: virtio_notify_irqfd().'),
+    'A used buffer notification through an irqfd: on vhost-user, the write to the ring\'s call eventfd that follows virtio_notify (none without a call fd). QEMU: virtio_notify_irqfd().'),
   virtio_notify_config: ev('virtio_notify_config', 'device', 'spec', [u('vdev'), u('generation')],
     'A configuration change notification is sent (§2.5.1, or DEVICE_NEEDS_RESET §2.1.2). QEMU: virtio_notify_config() (no trace event there).'),
   virtio_set_status: ev('virtio_set_status', 'device', 'qemu', [u('vdev'), decoded('val', 'u', DECODERS.status, 'status')],
@@ -162,11 +162,11 @@ export const TRACE = {
   virtqueue_get_buf: ev('virtqueue_get_buf', 'driver', 'linux', [u('vq'), u('head'), u('len'), u('used_idx')],
     'The driver took a used buffer back (DriverQueue.getUsed/getUsedToken), validated: head, len bytes written by the device, used_idx the next entry it expects. Linux: virtqueue_get_buf_ctx_split().'),
 
-  // ---- vhost-user (reserved for the control plane; the backend's --trace emits vhost_user_recv)
+  // ---- vhost-user: the daemon's control plane (virtio-backend --trace: vhost_user_*)
   vhost_user_recv: ev('vhost_user_recv', 'device', 'spec', [decoded('req', 'u', DECODERS.vhostUserRequest, 'request'), x('flags'), u('size'), u('fds'), str('payload')],
     'The back-end received a vhost-user request: code (decoded by name), header flags, payload size, file descriptors, the first 48 payload bytes in hex. QEMU\'s front-end counterpart: vhost_user_read (req, flags).'),
   vhost_user_send: ev('vhost_user_send', 'device', 'spec', [decoded('req', 'u', DECODERS.vhostUserRequest, 'request'), x('flags'), u('size'), u('fds')],
-    'Reserved: the back-end sent a vhost-user reply or back-end request. QEMU\'s front-end counterpart: vhost_user_write (req, flags).'),
+    'The back-end sent a vhost-user reply: code (decoded by name), header flags, payload size, file descriptors. QEMU\'s front-end counterpart: vhost_user_write (req, flags).'),
 } as const;
 
 export type TraceEventName = keyof typeof TRACE;

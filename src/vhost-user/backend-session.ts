@@ -68,6 +68,10 @@ import { ringViewsFromBytes, type RingViews } from '../virtio/ring-views.js';
 import type { DeviceVirtqueue } from '../virtio/virtqueue.js';
 import { availRingBytes, checkQueueSize, descTableBytes, usedRingBytes } from '../virtio/split-ring.js';
 import { BackendChannel } from './backend-channel.js';
+import { TRACE } from '../trace/events.js';
+
+const EV_SEND = TRACE.vhost_user_send;
+const EV_IRQFD = TRACE.virtio_notify_irqfd;
 import { ProtocolError, REQUEST_RULES, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
 import { InflightBuffer, createInflightFd } from './inflight.js';
 import { InflightTrackingDevice } from './inflight-tracker.js';
@@ -271,7 +275,7 @@ export class BackendSession {
     }, options.requireSealedMemory === true);
     this.unwatchFaults = onMemoryFault(() => this.checkMemoryFaults());
     const host: DeviceHost = {
-      interrupt: (q) => this.vrings[q]?.signalCall(),
+      interrupt: (q) => this.signalCall(q),
       configInterrupt: () => this.configInterrupt(),
       log: (line) => options.log(line),
       warn: (line) => options.warn(line),
@@ -379,9 +383,11 @@ export class BackendSession {
       // specified, the others make the front-end's size check fail instead of hanging it).
       const payload = error === null && reply ? reply.payload : new Uint8Array(0);
       const out = error === null && reply ? (reply.fds ?? []) : [];
+      if (EV_SEND.enabled) EV_SEND.emit(m.request, flags, payload.length, out.length);
       this.channel.send(encodeMessage(m.request, flags, payload), out, true);
     } else if (needReply) {
       // [vhost-user "VHOST_USER_PROTOCOL_F_REPLY_ACK"]: zero for success, non-zero for failure.
+      if (EV_SEND.enabled) EV_SEND.emit(m.request, flags, 8, 0);
       this.channel.send(encodeMessage(m.request, flags, encodeU64(error === null ? 0 : 1)));
     }
   }
@@ -839,6 +845,14 @@ export class BackendSession {
         v.setErr(fd);
         return;
     }
+  }
+
+  /** A used buffer notification: the ring's call eventfd (QEMU's irqfd path). */
+  private signalCall(index: number): void {
+    const v = this.vrings[index];
+    if (!v) return;
+    if (EV_IRQFD.enabled && v.hasCall) EV_IRQFD.emit(this.runtime.vdev, index);
+    v.signalCall();
   }
 
   /** A kick (or a poll tick) for ring `index`. */

@@ -182,6 +182,11 @@ export class Vring {
   }
 
   /** A used buffer notification to the front-end. */
+  /** A call fd is set (notifications go somewhere). */
+  get hasCall(): boolean {
+    return this.callFd !== null;
+  }
+
   signalCall(): void {
     if (this.callFd === null) return;
     try {

@@ -41,6 +41,9 @@ describe('virtio-backend --trace', () => {
       assert.match(lines[0]!, /^\d+\.\d{6} main vhost_user_recv req=\d+ request=[A-Z_]+ flags=0x\d+ size=\d+ fds=\d+ payload=/);
       assert.ok(lines.some((l) => / request=SET_MEM_TABLE flags=0x\w+ size=\d+ fds=\d+ payload="[0-9a-f ]+( \.\.\.)?"$/.test(l)));
       assert.ok(lines.some((l) => / request=SET_VRING_KICK /.test(l)));
+      // Replies too: GET_FEATURES answered with 8 bytes, flags VERSION|REPLY (0x5).
+      const features = lines.findIndex((l) => / vhost_user_recv req=1 request=GET_FEATURES /.test(l));
+      assert.match(lines[features + 1] ?? '', /^\d+\.\d{6} main vhost_user_send req=1 request=GET_FEATURES flags=0x5 size=8 fds=0$/);
       assert.ok(!lines.some((l) => / virtqueue_pop /.test(l)), 'only vhost_user_*');
     } finally {
       tmp.remove();
@@ -56,6 +59,9 @@ describe('virtio-backend --trace', () => {
       assert.equal(names.filter((n) => n === 'virtqueue_fill').length, 3);
       assert.ok(names.includes('virtqueue_flush'));
       assert.ok(names.includes('virtio_notify'));
+      // Each notification sent goes out through the call eventfd (QEMU's irqfd path), right after.
+      const sent = names.flatMap((n, i) => (n === 'virtio_notify' ? [names[i + 1]] : []));
+      assert.ok(sent.length > 0 && sent.every((n) => n === 'virtio_notify_irqfd'), names.join());
       assert.ok(names.every((n) => /^(virtqueue_|virtio_notify)/.test(n!)), names.join());
     } finally {
       tmp.remove();
