@@ -191,11 +191,14 @@ describe('vhost-user back-end with the TypeScript front-end', () => {
   it('resets and re-negotiates other features on the same connection (SET_STATUS 0)', async () => {
     await withClient(srv, { eventIdx: false, indirect: false }, async (c) => {
       assert.deepEqual(await c.request(1), answer(requestFor(1)));
+      const connections = srv.server.connections;
+      const session = srv.server.session;
       await c.reset({ eventIdx: true, indirect: true });
       const rt = srv.server.session!.runtime;
       assert.ok(hasFeature(rt.driverFeatures, FeatureBit.RING_EVENT_IDX));
       expectAnswers([5, 6, 7], await c.requestMany([5, 6, 7]));
-      assert.equal(srv.server.connections, srv.server.connections); // same connection
+      assert.equal(srv.server.connections, connections, 'no new connection');
+      assert.equal(srv.server.session, session, 'the same session');
     });
   });
 
