@@ -550,20 +550,8 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
       fatal(`cannot listen on the control socket ${controlPath}: ${(e as Error).message}`);
     }
   }
-  const where = source.kind === 'path' ? source.path : `fd ${source.fd}${server.socketPath ? `, ${server.socketPath}` : ''}`;
-  const description = factory.description ?? `device ${def.deviceId}`;
-  log.info(`listening on ${where} (${description})`);
-  if (control) log.info(`control socket on ${control.socketPath}`);
-  if (readyFd >= 0) {
-    try {
-      writeSync(readyFd, 'ready\n');
-      closeSync(readyFd);
-    } catch (e) {
-      warn(`--ready-fd ${readyFd}: ${(e as Error).message}`);
-    }
-  }
-  notifyServiceManager(`READY=1\nSTATUS=${def.name}: listening on ${where} (${description})\n`, warn);
-
+  // Handlers first, readiness after: a supervisor that stops the daemon as soon as it is
+  // ready must find SIGTERM handled (a signal before the handler ends the process at once).
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -580,6 +568,19 @@ export async function runBackend(givenArgv: readonly string[], cmd: BackendComma
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  const where = source.kind === 'path' ? source.path : `fd ${source.fd}${server.socketPath ? `, ${server.socketPath}` : ''}`;
+  const description = factory.description ?? `device ${def.deviceId}`;
+  log.info(`listening on ${where} (${description})`);
+  if (control) log.info(`control socket on ${control.socketPath}`);
+  if (readyFd >= 0) {
+    try {
+      writeSync(readyFd, 'ready\n');
+      closeSync(readyFd);
+    } catch (e) {
+      warn(`--ready-fd ${readyFd}: ${(e as Error).message}`);
+    }
+  }
+  notifyServiceManager(`READY=1\nSTATUS=${def.name}: listening on ${where} (${description})\n`, warn);
 }
 
 /** Runs runBackend as a command: an unexpected error is one line on stderr and exit 1, never a stack trace. */
