@@ -156,7 +156,7 @@ test('QEMU 7.2 vhost-user-blk (reconnect=1): the blk daemon SIGKILLed mid-stream
     qemuExited();
     await killer;
     const show = `events:\n${events.join('\n')}\nlines:\n${r.lines.join('\n')}\nboot/QEMU:\n${r.bootLines.slice(-25).join('\n')}\ndaemons' stderr:\n${daemons
-      .map((d, i) => `#${i + 1}: ${d.stderr.filter((l) => !/vhost_user_recv/.test(l) || /INFLIGHT|VRING_BASE/.test(l)).join('\n')}`)
+      .map((d, i) => `#${i + 1}: ${d.stderr.filter((l) => !/vhost_user_(recv|send)/.test(l) || /INFLIGHT|VRING_BASE/.test(l)).join('\n')}`)
       .join('\n')}`;
     t.diagnostic(events.join('; '));
     assert.ok(streaming, show);
@@ -196,7 +196,7 @@ test('QEMU 7.2 vhost-user-blk (reconnect=1): the blk daemon SIGKILLed mid-stream
     // QEMU 7.2 kept the inflight buffer across the reconnection and a restarted daemon resubmitted from it.
     assert.ok(resubmitted.some((l) => /resubmitting [1-9]\d* request/.test(l)), `a restarted daemon resubmitted requests in flight\n${show}`);
     // Only the reconnection notes and the trace on the daemons' stderr.
-    const other = daemons.flatMap((d) => d.stderr.filter((l) => !/vhost_user_recv|resubmitting \d+ request|next available index \d+ from the inflight buffer/.test(l)));
+    const other = daemons.flatMap((d) => d.stderr.filter((l) => !/vhost_user_(recv|send)|resubmitting \d+ request|next available index \d+ from the inflight buffer/.test(l)));
     assert.deepEqual(other, [], 'daemon diagnostics');
   } finally {
     for (const d of daemons) await d.kill();
