@@ -769,7 +769,7 @@ export class BackendSession {
   }
 
   /**
-   * [vhost-user "VHOST_USER_GET_VRING_BASE"]: stopping a ring drains it: requests the device
+   * Stopping a ring drains it ([vhost-user "VHOST_USER_GET_VRING_BASE"]): requests the device
    * model is still working on complete (their used elements published, the front-end notified)
    * before the reply, so no I/O still running writes into buffers that are the guest's again,
    * and nothing is left for the inflight region to resubmit. While the model holds chains from
