@@ -69,9 +69,6 @@ import type { DeviceVirtqueue } from '../virtio/virtqueue.js';
 import { availRingBytes, checkQueueSize, descTableBytes, usedRingBytes } from '../virtio/split-ring.js';
 import { BackendChannel } from './backend-channel.js';
 import { TRACE } from '../trace/events.js';
-
-const EV_SEND = TRACE.vhost_user_send;
-const EV_IRQFD = TRACE.virtio_notify_irqfd;
 import { ProtocolError, REQUEST_RULES, alwaysReplies, checkRequest, encodeMessage, type RawMessage } from './codec.js';
 import { InflightBuffer, createInflightFd } from './inflight.js';
 import { InflightTrackingDevice } from './inflight-tracker.js';
@@ -157,6 +154,9 @@ const protocolFeatureNames = new Map<number, string>(Object.entries(ProtocolFeat
 
 /** Header flags ([vhost-user "Header"]): bits 0-1 version, 2 REPLY, 3 NEED_REPLY; the others are reserved. */
 const KNOWN_HEADER_FLAGS = HeaderFlag.VERSION_MASK | HeaderFlag.REPLY | HeaderFlag.NEED_REPLY;
+
+const EV_SEND = TRACE.vhost_user_send;
+const EV_IRQFD = TRACE.virtio_notify_irqfd;
 
 /** How long GET_VRING_BASE waits for the device model's requests on the ring (drainFirst). */
 export const DRAIN_TIMEOUT_MS = 10_000;
@@ -775,8 +775,9 @@ export class BackendSession {
    * and nothing is left for the inflight region to resubmit. While the model holds chains from
    * the ring, the ring takes no new ones (kicks dropped, polling off) and the channel delivers
    * no further request; the reply follows once they are answered, or after the drain timeout
-   * (BackendSessionOptions.drainTimeoutMs, default DRAIN_TIMEOUT_MS) with a warning (then, as before, they are dropped: the inflight region keeps them).
-   * Returns false when there is nothing to wait for (the request is handled at once).
+   * (BackendSessionOptions.drainTimeoutMs, default DRAIN_TIMEOUT_MS) with a warning: then, as
+   * before, they are dropped (the inflight region keeps them). Returns false when there is
+   * nothing to wait for (the request is handled at once).
    */
   private drainFirst(m: RawMessage): boolean {
     if (m.payload.length !== VRING_STATE_SIZE || !this.owned) return false;
@@ -789,11 +790,10 @@ export class BackendSession {
     v.setPolling(false);
     v.dropKick();
     this.channel.pause();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), timeoutMs);
-    });
-    void Promise.race([this.runtime.drained(index).then(() => false), timedOut]).then((late) => {
+    let finished = false;
+    const finish = (late: boolean): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       if (this.closed) return;
       if (late) {
@@ -804,7 +804,9 @@ export class BackendSession {
       this.drainedRequest = m;
       this.onMessage(m);
       this.channel.resume();
-    });
+    };
+    const timer = setTimeout(() => finish(true), timeoutMs);
+    void this.runtime.drained(index).then(() => finish(false));
     return true;
   }
 
