@@ -53,10 +53,6 @@ export class MemoryRegion {
     this.bytes = new Uint8Array(init.buffer, offset, init.size);
     this.view = new DataView(init.buffer, offset, init.size);
   }
-
-  contains(addr: number, len: number): boolean {
-    return addr >= this.guestAddr && len <= this.end - addr;
-  }
 }
 
 /** 2^32, to join the halves of a 64-bit little-endian address. */
@@ -134,17 +130,6 @@ export class GuestMemory {
     const r = this.region(addr, len);
     const off = addr - r.guestAddr;
     return r.bytes.subarray(off, off + len);
-  }
-
-  /** A typed view for Atomics and fast ring access; `addr` must be aligned to the element size. */
-  u16(addr: number, count: number): Uint16Array {
-    const r = this.region(addr, count * 2);
-    return new Uint16Array(r.bytes.buffer, r.bytes.byteOffset + (addr - r.guestAddr), count);
-  }
-
-  u32(addr: number, count: number): Uint32Array {
-    const r = this.region(addr, count * 4);
-    return new Uint32Array(r.bytes.buffer, r.bytes.byteOffset + (addr - r.guestAddr), count);
   }
 
   readU8(addr: number): number {

@@ -120,11 +120,6 @@ export const availBits = (wrap: number): number => (wrap ? PackedDescFlags.AVAIL
 /** The AVAIL/USED bits with which the device marks a descriptor used in lap `wrap` (§2.8.1). */
 export const usedBits = (wrap: number): number => (wrap ? PackedDescFlags.AVAIL | PackedDescFlags.USED : 0);
 
-/** True when descriptor word 3 `w3` is an available descriptor of the driver's lap `wrap`. */
-export const isAvailWord = (w3: number, wrap: number): boolean => ((w3 >>> W3_AVAIL_SHIFT) & 1) === wrap && w3 >>> W3_USED_SHIFT !== wrap;
-/** True when descriptor word 3 `w3` is a used descriptor of the device's lap `wrap`. */
-export const isUsedWord = (w3: number, wrap: number): boolean => ((w3 >>> W3_AVAIL_SHIFT) & 1) === wrap && w3 >>> W3_USED_SHIFT === wrap;
-
 // ------------------------------------------------------------------------------------------
 // positions, wrap counters, saved state
 

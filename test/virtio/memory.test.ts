@@ -51,3 +51,33 @@ test('joinAddress keeps 53-bit addresses exact and pushes larger ones out of ran
   assert.ok(joinAddress(0, 0x200000) > Number.MAX_SAFE_INTEGER);
   assert.ok(joinAddress(0xfffffff0, 0xffffffff) > Number.MAX_SAFE_INTEGER);
 });
+
+test('read copies out of guest memory and write copies in, both bounds-checked', () => {
+  const m = mem();
+  m.write(0x4ffc, Uint8Array.of(9, 8, 7, 6));
+  const out = new Uint8Array(4);
+  m.read(0x4ffc, out);
+  assert.deepEqual([...out], [9, 8, 7, 6]);
+  out[0] = 1;
+  assert.equal(m.readU8(0x4ffc), 9, 'read() copies: the caller\'s buffer is not a view of guest memory');
+  assert.throws(() => m.read(0x4ffd, new Uint8Array(4)), VirtioError, 'a read past the region');
+  assert.throws(() => m.write(0x1ffd, new Uint8Array(4)), VirtioError, 'a write past the region');
+  assert.equal(m.readU32(0x1ffc), 0, 'nothing of the refused write landed');
+});
+
+test('a region is refused when its end would pass 2^53, or its window leaves its buffer', () => {
+  const buffer = new ArrayBuffer(0x100);
+  assert.throws(
+    () => new GuestMemory([{ guestAddr: Number.MAX_SAFE_INTEGER - 0x10, size: 0x100, buffer }]),
+    { name: 'RangeError', message: 'memory region: end beyond 2^53' },
+  );
+  assert.throws(() => new GuestMemory([{ guestAddr: 0, size: 0x80, buffer, offset: 0x81 }]), {
+    message: 'memory region: [129, 257) is outside its 256-byte buffer',
+  });
+  assert.throws(() => new GuestMemory([{ guestAddr: -1, size: 1, buffer }]), { message: 'memory region: bad guest address -1' });
+  assert.throws(() => new GuestMemory([{ guestAddr: 0, size: 0, buffer }]), { message: 'memory region: bad size 0' });
+  // The highest region that fits: its last byte is 2^53 - 2 (end exclusive, 2^53 - 1).
+  const top = new GuestMemory([{ guestAddr: Number.MAX_SAFE_INTEGER - 0x100, size: 0x100, buffer }]);
+  top.writeU32(Number.MAX_SAFE_INTEGER - 4, 0xdeadbeef);
+  assert.equal(top.readU32(Number.MAX_SAFE_INTEGER - 4), 0xdeadbeef);
+});
