@@ -153,11 +153,16 @@ export class PackedDeviceQueue {
     }
   }
 
-  /** Buffer ids taken and not yet used, oldest list first (by ring position from the used position). */
+  /**
+   * Buffer ids taken and not yet used, oldest list first. Every list in flight was taken within
+   * the last `size` ring positions before the next available one, so its distance from there
+   * orders them by age. (Not from the used position: after out-of-order completions, §2.8.6,
+   * used descriptors have been written over positions whose lists are still older.)
+   */
   idsInFlight(): number[] {
     const ids: number[] = [];
     for (let id = 0; id < this.size; id++) if (this.idSlots[id] !== 0) ids.push(id);
-    const from = this.usedPos;
+    const from = this.availPos;
     const dist = (id: number) => (this.idPos[id]! - from + this.size) % this.size;
     return ids.sort((a, b) => dist(a) - dist(b));
   }

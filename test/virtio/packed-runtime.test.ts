@@ -220,3 +220,52 @@ test('adopt is ignored when the bases do not match the ids in flight', () => {
   const next = new PackedDeviceQueue(h.memory, views, { eventIdx: false, indirect: false, keepLists: true, nextAvail: device.nextAvail, nextUsed: device.nextAvail, adopt: device });
   assert.deepEqual(next.idsInFlight(), []);
 });
+
+test('idsInFlight lists the lists in flight oldest first, also after out-of-order completions', () => {
+  const { driver, device } = packedPair(4, true);
+  const take = (token: number) => {
+    assert.ok(driver.add([{ addr: BUFFERS + 16 * token, len: 4 }], [], token));
+    return device.pop()!.head;
+  };
+  const a = take(1); // position 0
+  const b = take(2); // position 1
+  const c = take(3); // position 2
+  assert.deepEqual(device.idsInFlight(), [a, b, c]);
+  device.addUsed(c, 0); // c completes first: its used descriptor goes to position 0
+  device.addUsed(a, 0); // then a, at position 1
+  device.publishUsed();
+  assert.deepEqual([driver.getUsed()?.token, driver.getUsed()?.token], [3, 1]);
+  const d = take(4); // position 3
+  assert.deepEqual(device.idsInFlight(), [b, d], 'b (position 1) was taken before d (position 3)');
+  const e = take(5); // position 0 of the next lap
+  assert.deepEqual(device.idsInFlight(), [b, d, e]);
+  device.addUsed(d, 0);
+  device.publishUsed();
+  assert.deepEqual(device.idsInFlight(), [b, e]);
+});
+
+test('chainAt walks a kept indirect list again (§2.8.7), and status shows used descriptors not yet published', () => {
+  const h = harness(new VirtioTestDevice({ print: false }));
+  const ring = packedRingLayout(RAM, 4);
+  const views = packedRingViewsFromGuest(h.memory, ring);
+  let table = BUFFERS + 0x1000;
+  const driver = new PackedDriverQueue<number>(h.memory, views, { eventIdx: false, indirect: true, allocIndirect: (n) => (table += 0x100, table - 0x100) });
+  const device = new PackedDeviceQueue(h.memory, views, { eventIdx: false, indirect: true, keepLists: true });
+  h.memory.write(BUFFERS, Uint8Array.of(1, 2, 3, 4, 5, 6));
+  assert.ok(driver.add([{ addr: BUFFERS, len: 2 }, { addr: BUFFERS + 2, len: 4 }], [{ addr: BUFFERS + 64, len: 8 }], 9));
+  const first = device.pop()!;
+  assert.equal(first.descriptorCount, 4, 'the ring descriptor and its three table entries');
+  const again = device.chainAt(first.head);
+  assert.equal(again.descriptorCount, 4);
+  assert.deepEqual([again.readable.length, again.readableLength, again.writable.length, again.writableLength], [2, 6, 1, 8]);
+  assert.equal(again.readUint32(2), 0x06050403, 'the readable bytes, read across the two table entries');
+  const before = device.status();
+  assert.equal(before.publishedUsedIdx, before.usedIdx, 'nothing pending: the used position is published');
+  device.addUsed(again.head, 8);
+  const pending = device.status();
+  assert.equal(pending.publishedUsedIdx, -1, 'a used descriptor written but not yet published');
+  assert.equal(pending.usedIdx, encodeRingIndex(1, 1));
+  device.publishUsed();
+  assert.equal(device.status().publishedUsedIdx, encodeRingIndex(1, 1));
+  assert.deepEqual(driver.getUsed(), { token: 9, len: 8 });
+});

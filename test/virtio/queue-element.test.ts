@@ -116,3 +116,24 @@ test('packed: a list that breaks a rule throws, and the ring does not move', () 
   assert.equal(r.device.element()!.head, 3);
   assert.equal(r.device.element()!.head, 3, 'the id is not left in flight by a query');
 });
+
+test('packed: an indirect list shows its table of struct pvirtq_desc (§2.8.7)', () => {
+  const r = makePackedRing(4, { indirect: true });
+  const a = r.alloc(64);
+  assert.ok(r.driver.add([{ addr: a, len: 4 }, { addr: a + 4, len: 2 }], [{ addr: a + 16, len: 8 }], 3));
+  const e = r.device.element()!;
+  assert.equal(e.descriptorCount, 4);
+  assert.deepEqual([e.readable, e.writable], [6, 8]);
+  assert.equal(e.descriptors.length, 1);
+  const d = e.descriptors[0]!;
+  assert.deepEqual(descriptorFlagNames(d.flags, true), ['indirect', 'avail']);
+  assert.equal(d.len, 48);
+  assert.deepEqual(
+    d.table!.map((t) => [t.index, t.addr, t.len, descriptorFlagNames(t.flags, true), t.id]),
+    [
+      [0, a, 4, [], 0],
+      [1, a + 4, 2, [], 0],
+      [2, a + 16, 8, ['write'], 0],
+    ],
+  );
+});
