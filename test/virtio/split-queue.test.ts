@@ -243,6 +243,49 @@ test('a used id that is not in flight breaks the driver queue instead of corrupt
   // collect-then-enableCallbacks loop ends instead of spinning (Linux's virtqueue_poll).
   assert.equal(r.driver.hasUsed(), false);
   assert.equal(r.driver.enableCallbacks(), true);
+  // Nor does it take new buffers: add() refuses without touching the ring.
+  assert.equal(addPair(r, 2), false);
+  assert.equal(r.memory.readU16(r.ring.avail + 2), 1, 'avail.idx did not move');
+});
+
+test('the driver half counts what is in flight and what the device has returned', () => {
+  const r = makeRing(8);
+  assert.equal(r.driver.inFlight, 0);
+  // Direct chains of 1, 2 and 3 descriptors: 6 of the 8 descriptors taken.
+  const a = r.alloc(64);
+  assert.ok(r.driver.add([{ addr: a, len: 4 }], [], 1));
+  assert.ok(r.driver.add([{ addr: a, len: 4 }], [{ addr: a + 8, len: 4 }], 2));
+  assert.ok(r.driver.add([{ addr: a, len: 4 }, { addr: a + 4, len: 4 }], [{ addr: a + 8, len: 4 }], 3));
+  assert.equal(r.driver.inFlight, 3);
+  assert.equal(r.driver.numFree, 2);
+  assert.equal(r.driver.add([{ addr: a, len: 1 }, { addr: a, len: 1 }], [{ addr: a, len: 1 }], 4), false, 'three descriptors do not fit in two');
+  const seen: number[][] = [];
+  let chain;
+  while ((chain = r.device.pop()) !== null) {
+    seen.push([chain.readable.length, chain.writable.length]);
+    r.device.addUsed(chain.head, chain.writableLength);
+  }
+  assert.deepEqual(seen, [[1, 0], [1, 1], [2, 1]], 'each chain arrives as it was made, descriptor by descriptor');
+  assert.equal(r.driver.pendingUsed(), 0, 'nothing published yet');
+  r.device.publishUsed();
+  assert.equal(r.driver.pendingUsed(), 3);
+  assert.equal(r.driver.getUsed()?.token, 1);
+  assert.equal(r.driver.pendingUsed(), 2);
+  assert.equal(r.driver.inFlight, 2);
+  assert.deepEqual([r.driver.getUsed(), r.driver.getUsed()], [{ token: 2, len: 4 }, { token: 3, len: 4 }]);
+  assert.equal(r.driver.numFree, 8, 'every descriptor back on the free list');
+  assert.equal(r.driver.inFlight, 0);
+});
+
+test('add refuses an undefined token and an empty buffer', () => {
+  const r = makeRing(8);
+  const a = r.alloc(16);
+  assert.throws(() => r.driver.add([{ addr: a, len: 4 }], [], undefined as unknown as number), {
+    name: 'TypeError',
+    message: 'token must not be undefined',
+  });
+  assert.throws(() => r.driver.add([], [], 1), { name: 'RangeError', message: 'a buffer needs at least one element' });
+  assert.equal(r.driver.numFree, 8);
 });
 
 test('detachUnused returns every buffer in flight and frees the descriptors', () => {
