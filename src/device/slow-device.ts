@@ -131,6 +131,10 @@ export class SlowDevice implements VirtioDevice {
     if (delay === 0 && stall === null) return result;
     return this.later(result, delay, stall);
   }
+  /** DRIVER_OK reaches the wrapped model (its optional hook), as it would without the wrapper. */
+  activate(ctx: DeviceContext): void {
+    this.inner.activate?.(ctx);
+  }
   reset(): void {
     this.stallUntil = 0;
     this.inner.reset();
