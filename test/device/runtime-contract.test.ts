@@ -14,6 +14,8 @@ import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { isVirtioError } from '../../src/virtio/errors.js';
+import { PackedDeviceQueue } from '../../src/virtio/packed-device-queue.js';
+import { PackedDriverQueue } from '../../src/virtio/packed-driver-queue.js';
 import { packedRingLayout, packedRingViewsFromGuest } from '../../src/virtio/packed-ring.js';
 import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
@@ -483,4 +485,112 @@ test('a packed queue larger than QueueNumMax is a device error at DRIVER_OK (QUE
   assert.ok(h.runtime.status & Status.NEEDS_RESET);
   assert.equal(h.runtime.activeQueue(0), null);
   assert.match(h.warnings.at(-1)!, /QUEUE_SIZE_INVALID/);
+});
+
+test('a model whose activate hook throws is a device error at DRIVER_OK: NEEDS_RESET, nothing served, the host and the driver told (§2.1.2)', () => {
+  const failure = new Error('backing file gone');
+  const seen: number[] = [];
+  const model = Object.assign(answeringWith((chain) => (seen.push(chain.head), 0)), {
+    activate() {
+      throw failure;
+    },
+  });
+  const h = harness(model);
+  h.runtime.writeStatus(ACK_DRIVER);
+  h.runtime.writeDriverFeatures(V1 | bit(0));
+  h.runtime.writeStatus(READY);
+  const ring = packedLayout(RAM, 8);
+  Object.assign(h.runtime.queues[0]!, { size: 8, desc: ring.desc, avail: ring.avail, used: ring.used, ready: true });
+  const driver = new DQ.DriverQueue<number>(h.memory, ringViewsFromGuest(h.memory, ring), { eventIdx: false, indirect: false });
+  request(driver, 0, 1); // waiting at DRIVER_OK
+  h.runtime.writeStatus(READY | Status.DRIVER_OK);
+  assert.ok(h.runtime.status & Status.NEEDS_RESET);
+  assert.equal(h.runtime.activeQueue(0), null, 'the queues started for it are stopped');
+  assert.deepEqual(seen, [], 'no chain handed to a model that failed to activate');
+  assert.equal(driver.getUsed(), null);
+  assert.deepEqual(h.deviceErrors, [failure]);
+  assert.match(h.warnings.at(-1)!, /^device error: device model failed: Error: backing file gone\n/);
+  assert.equal(h.configInterrupts, 1, 'the live driver is told');
+  h.runtime.notify(0);
+  assert.deepEqual(seen, [], 'nor later');
+});
+
+test('a failure at the end of a pass (the re-check of the ring, or the notification) is a device error on that queue; the answers already given reach the driver; the first failure is the one reported', () => {
+  const availIdxAt = (h: ReturnType<typeof harness>) => new DataView(h.bytes.buffer, packedLayout(RAM, 8).avail - RAM + 2, 2);
+
+  // The re-check after enabling notifications finds avail.idx 100 ahead (the driver wrote it while
+  // the pass ended: here, when told of the used buffer): AVAIL_IDX_JUMP (§2.7.6).
+  const a = harness(new VirtioTestDevice({ print: false }), { publishBatch: 0 });
+  const da = bringUp(a);
+  request(da, 0, 1);
+  a.onInterrupt = () => availIdxAt(a).setUint16(0, 101, true);
+  a.runtime.notify(0);
+  assert.deepEqual(da.getUsed(), { token: 1, len: 12 }, 'the answer was published first');
+  assert.equal(a.deviceErrors.length, 1);
+  assert.ok(isVirtioError(a.deviceErrors[0]) && a.deviceErrors[0].code === 'AVAIL_IDX_JUMP');
+  assert.ok(a.runtime.status & Status.NEEDS_RESET);
+  assert.equal(a.runtime.activeQueue(0), null);
+  assert.equal(a.runtime.stats().queues[0]!.counters.errors, 1);
+  assert.match(a.warnings.at(-1)!, /^device error on queue 0: avail\.idx 101 is 100 entries ahead of 1/);
+
+  // The host's notification fails: notify() does not throw, the device needs a reset.
+  const gone = new Error('interrupt eventfd gone');
+  const b = harness(new VirtioTestDevice({ print: false }), { publishBatch: 0 });
+  const db = bringUp(b);
+  request(db, 0, 1);
+  b.onInterrupt = () => {
+    throw gone;
+  };
+  b.runtime.notify(0);
+  assert.deepEqual(b.deviceErrors, [gone]);
+  assert.ok(b.runtime.status & Status.NEEDS_RESET);
+  assert.deepEqual(db.getUsed(), { token: 1, len: 12 });
+
+  // A chain broke a rule, then the end-of-pass publication (of the answer before it) failed too:
+  // the chain's error is the one reported.
+  let n = 0;
+  const c = harness(answeringWith(() => (n++ === 0 ? 12 : 99)), { publishBatch: 0 });
+  const dc = bringUp(c);
+  request(dc, 0, 1);
+  request(dc, 1, 2);
+  c.onInterrupt = () => {
+    throw gone;
+  };
+  c.runtime.notify(0);
+  assert.equal(c.deviceErrors.length, 1);
+  assert.match(String(c.deviceErrors[0]), /used length 99 for a chain with 12 writable bytes/);
+  assert.deepEqual(dc.getUsed(), { token: 1, len: 12 }, 'the first answer still reached the driver');
+  assert.equal(dc.getUsed(), null);
+});
+
+test('a packed queue restarted with keepLists and adopt (vhost-user): the chains the model held are resubmitted from the kept lists and answered once', () => {
+  const seen: number[] = [];
+  let hold = true;
+  const h = harness(answeringWith((chain) => (seen.push(chain.readUint8(0)), hold ? new Promise<number>(() => {}) : chain.writableLength)));
+  const rt = h.runtime;
+  rt.writeStatus(ACK_DRIVER);
+  rt.writeDriverFeatures(V1 | bit(0) | bit(FeatureBit.RING_PACKED));
+  rt.writeStatus(READY);
+  rt.writeStatus(READY | Status.DRIVER_OK); // no queue made ready: the host starts its rings itself
+  const ring = packedRingLayout(RAM, 8);
+  const views = () => packedRingViewsFromGuest(h.memory, ring);
+  const driver = new PackedDriverQueue<number>(h.memory, views(), { eventIdx: false, indirect: false });
+  const first = rt.startQueue(0, views(), { keepLists: true });
+  for (const slot of [0, 1]) {
+    h.memory.write(RAM + 0x8000 + 0x100 * slot, Uint8Array.of(0xa0 + slot));
+    assert.ok(driver.add([{ addr: RAM + 0x8000 + 0x100 * slot, len: 48 }], [{ addr: RAM + 0x8080 + 0x100 * slot, len: 12 }], slot));
+  }
+  rt.notify(0);
+  assert.deepEqual(seen, [0xa0, 0xa1], 'both taken, both held');
+  const base = rt.stopQueue(0)!; // GET_VRING_BASE: the held chains are revoked
+  // The ring's descriptors of those lists are no longer theirs (used descriptors are written over
+  // lists in flight, §2.8.22): only the kept copy describes them now.
+  for (let pos = 0; pos < 4; pos++) h.memory.write(ring.desc + 16 * pos, new Uint8Array(8));
+  hold = false;
+  const second = rt.startQueue(0, views(), { ...base, keepLists: true, adopt: first }) as PackedDeviceQueue;
+  assert.deepEqual(second.idsInFlight(), [0, 1], 'the ids in flight are taken over');
+  rt.resubmit(0, second.idsInFlight());
+  assert.deepEqual(h.deviceErrors, []);
+  assert.deepEqual(seen, [0xa0, 0xa1, 0xa0, 0xa1], 'the same chains again, in order');
+  assert.deepEqual([driver.getUsed(), driver.getUsed(), driver.getUsed()], [{ token: 0, len: 12 }, { token: 1, len: 12 }, null]);
 });

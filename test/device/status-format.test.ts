@@ -10,8 +10,10 @@ import { test } from 'node:test';
 import { countersJson, deviceStatusJson, elementJson, queueStatusJson, statsJson } from '../../src/device/status-json.js';
 import { featureList, formatDeviceStats } from '../../src/device/status-text.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
-import { FeatureBit, bit } from '../../src/virtio/constants.js';
-import { RAM, bringUp, harness } from '../helpers/runtime.js';
+import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
+import { PackedDriverQueue } from '../../src/virtio/packed-driver-queue.js';
+import { packedRingLayout, packedRingViewsFromGuest } from '../../src/virtio/packed-ring.js';
+import { RAM, answeringWith, bringUp, harness } from '../helpers/runtime.js';
 
 const FEATURES = bit(FeatureBit.VERSION_1) | bit(0) | bit(FeatureBit.RING_EVENT_IDX);
 
@@ -155,4 +157,48 @@ test('control-socket JSON of a stopped queue: ring members null, the device brok
   const d = deviceStatusJson('vt', h.runtime.stats());
   assert.equal(d['broken'], true);
   assert.equal(statsJson(h.runtime.stats())['device-errors'], 1);
+});
+
+test('featureList names the 64 bits of a mask and nothing above them', () => {
+  assert.equal(featureList('0x10000000000000000'), '(none)', 'bit 64 is not a feature bit');
+  assert.equal(featureList('0x18000000000000001'), 'bit 0, bit 63');
+  assert.equal(featureList('0xffffffffffffffff').split(', ').length, 64);
+});
+
+test('control-socket JSON of a packed queue element: each descriptor\'s buffer id, and an indirect descriptor\'s table entries (x-query-virtio-queue-element)', () => {
+  const h = harness(answeringWith(() => new Promise<number>(() => {}))); // holds every chain
+  const rt = h.runtime;
+  rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+  rt.writeDriverFeatures(bit(FeatureBit.VERSION_1) | bit(FeatureBit.RING_PACKED) | bit(FeatureBit.RING_INDIRECT_DESC));
+  rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+  const ring = packedRingLayout(RAM, 8);
+  Object.assign(rt.queues[0]!, { size: 8, desc: ring.desc, avail: ring.driver, used: ring.device, ready: true });
+  rt.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+  let table: number | null = null; // the indirect table the driver may use, once offered
+  const driver = new PackedDriverQueue<number>(h.memory, packedRingViewsFromGuest(h.memory, ring), { eventIdx: false, indirect: true, allocIndirect: () => table });
+  // Buffer id 0: a direct list of two descriptors at ring positions 0 and 1.
+  assert.ok(driver.add([{ addr: RAM + 0x8000, len: 48 }], [{ addr: RAM + 0x8100, len: 12 }], 0));
+  assert.deepEqual(elementJson('vt', 0, rt.activeQueue(0)!.element()!, true), {
+    name: 'vt', 'queue-index': 0, index: 0, 'avail-index': 0x8000, readable: 48, writable: 12, 'descriptor-count': 2,
+    descs: [
+      { index: 0, addr: RAM + 0x8000, len: 48, flags: ['next', 'avail'], id: 0 },
+      { index: 1, addr: RAM + 0x8100, len: 12, flags: ['write', 'avail'], id: 0 },
+    ],
+  });
+  rt.notify(0); // taken (and held by the model)
+  // Buffer id 1: one indirect descriptor at ring position 2, its table of two entries.
+  table = RAM + 0x20000;
+  assert.ok(driver.add([{ addr: RAM + 0x9000, len: 48 }], [{ addr: RAM + 0x9100, len: 12 }], 1));
+  assert.deepEqual(elementJson('vt', 0, rt.activeQueue(0)!.element()!, true), {
+    name: 'vt', 'queue-index': 0, index: 1, 'avail-index': 0x8002, readable: 48, writable: 12, 'descriptor-count': 3,
+    descs: [
+      {
+        index: 2, addr: RAM + 0x20000, len: 32, flags: ['indirect', 'avail'], id: 1,
+        table: [
+          { index: 0, addr: RAM + 0x9000, len: 48, flags: [], id: 0 },
+          { index: 1, addr: RAM + 0x9100, len: 12, flags: ['write'], id: 0 },
+        ],
+      },
+    ],
+  });
 });
