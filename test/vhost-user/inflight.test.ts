@@ -3,12 +3,20 @@
  * back-end holding requests out of order is killed with SIGKILL; the front-end reconnects to
  * a new back-end (the CLI) with the same inflight buffer, and the new back-end resubmits
  * exactly the requests that were in flight, in the order they were taken.
+ *
+ * Then, in this process, the InflightTrackingDevice that does the bookkeeping in the back-end:
+ * which heads the model still holds (resubmitted oldest first when a ring restarts), and the
+ * record of each head taken into the inflight region.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
 import { answer, requestFor, type TestRequest, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
+import { InflightQueue, inflightQueueRegionSize } from '../../src/vhost-user/inflight.js';
+import { InflightTrackingDevice } from '../../src/vhost-user/inflight-tracker.js';
+import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
 import { spawnNode, tempDir, waitFor } from './helpers.js';
@@ -146,5 +154,143 @@ describe('vhost-user inflight resubmission after SIGKILL', () => {
       for (const b of backends) b.proc.kill('SIGKILL');
       tmp.remove();
     }
+  });
+});
+
+/**
+ * A model that answers heads 15 and 100 at once (0 bytes), holds every other chain until the
+ * test settles it (in any order), and records every call made to it.
+ */
+class HoldingModel implements VirtioDevice {
+  readonly deviceId = 0x1234;
+  readonly features = (1n << 40n) | 0b101n;
+  readonly featureNames = { 0: 'A', 2: 'C' };
+  readonly configSize = 12;
+  readonly queueMaxSizes = [16, 8];
+  readonly calls: string[] = [];
+  /** The chains held, in the order they were handed over: head and how to settle it. */
+  readonly held: { queue: number; head: number; settle(ok: boolean): void }[] = [];
+
+  readConfig(offset: number, into: Uint8Array): void {
+    this.calls.push(`readConfig ${offset} ${into.length}`);
+  }
+  writeConfig(offset: number, data: Uint8Array): void {
+    this.calls.push(`writeConfig ${offset} ${data.length}`);
+  }
+  handleChain(queue: number, chain: DescriptorChain): number | Promise<number> {
+    this.calls.push(`handleChain ${queue} ${chain.head}`);
+    if (chain.head === 15 || chain.head === 100) return 0;
+    return new Promise<number>((resolve, reject) => {
+      this.held.push({ queue, head: chain.head, settle: (ok) => (ok ? resolve(0) : reject(new Error('failed'))) });
+    });
+  }
+  activate(): void {
+    this.calls.push('activate');
+  }
+  reset(): void {
+    this.calls.push('reset');
+  }
+}
+
+const ctx = {} as DeviceContext;
+const chain = (head: number): DescriptorChain => ({ head }) as DescriptorChain;
+/** Lets the settled promises' callbacks (the tracker's `done`) run. */
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('InflightTrackingDevice (the back-end\'s record of the chains the model holds)', () => {
+  it('is the model to the runtime: identity, features, config space and lifecycle pass through', () => {
+    const model = new HoldingModel();
+    const d = new InflightTrackingDevice(model);
+    assert.equal(d.inner, model);
+    assert.equal(d.deviceId, 0x1234);
+    assert.equal(d.features, (1n << 40n) | 0b101n);
+    assert.deepEqual(d.featureNames, { 0: 'A', 2: 'C' });
+    assert.equal(d.configSize, 12);
+    assert.deepEqual(d.queueMaxSizes, [16, 8]);
+    d.readConfig(4, new Uint8Array(2));
+    d.writeConfig(8, new Uint8Array(4), ctx);
+    d.activate(ctx);
+    d.reset();
+    assert.equal(d.handleChain(1, chain(100), ctx), 0, 'a synchronous answer is returned as it is');
+    assert.deepEqual(model.calls, ['readConfig 4 2', 'writeConfig 8 4', 'activate', 'reset', 'handleChain 1 100']);
+    assert.deepEqual([d.takePending(0), d.takePending(1)], [[], []], 'a synchronous answer is never pending');
+  });
+
+  it('takePending: the heads still held, oldest taken first, after out-of-order completions and a stop', async () => {
+    const model = new HoldingModel();
+    const d = new InflightTrackingDevice(model);
+    for (const head of [9, 2, 7, 4, 11]) void d.handleChain(0, chain(head), ctx);
+    void d.handleChain(1, chain(5), ctx); // another queue: its own list
+    const settle = (head: number, ok = true): void => model.held.find((h) => h.queue === 0 && h.head === head)!.settle(ok);
+    // Completions out of order (one of them an error): the runtime publishes them, they are not pending.
+    settle(2);
+    settle(4, false);
+    await flush();
+    // The ring stops: completions from now on are dropped by the runtime, so those chains stay pending.
+    d.stopped(0);
+    settle(11);
+    await flush();
+    assert.deepEqual(d.takePending(0), [9, 7, 11]);
+    assert.deepEqual(d.takePending(0), [], 'taken once');
+    assert.deepEqual(d.takePending(1), [5]);
+  });
+
+  it('a head taken again while the model still holds it: listed once, by its latest take; the older completion does not clear it', async () => {
+    const model = new HoldingModel();
+    const d = new InflightTrackingDevice(model);
+    for (const head of [3, 8, 6]) void d.handleChain(0, chain(head), ctx);
+    // Head 3 again (a driver that made it available again before it was answered): the newer
+    // take is the one that counts, and it is the newest of all.
+    void d.handleChain(0, chain(3), ctx);
+    assert.deepEqual(
+      model.held.map((h) => h.head),
+      [3, 8, 6, 3],
+    );
+    // The first take of 3 completes in the same epoch: that is not the take still held.
+    model.held[0]!.settle(true);
+    await flush();
+    assert.deepEqual(d.takePending(0), [8, 6, 3]);
+  });
+
+  it('forget: the queue\'s pending chains are dropped (every queue\'s without an index), and a late completion touches nothing', async () => {
+    const model = new HoldingModel();
+    const d = new InflightTrackingDevice(model);
+    void d.handleChain(0, chain(1), ctx);
+    void d.handleChain(1, chain(2), ctx);
+    d.forget(0);
+    void d.handleChain(0, chain(4), ctx);
+    model.held[0]!.settle(true); // head 1, taken before the forget
+    await flush();
+    assert.deepEqual(d.takePending(0), [4]);
+    assert.deepEqual(d.takePending(1), [2], 'another queue is not forgotten');
+    void d.handleChain(0, chain(5), ctx);
+    void d.handleChain(1, chain(6), ctx);
+    d.forget();
+    assert.deepEqual([d.takePending(0), d.takePending(1)], [[], []]);
+  });
+
+  it('records each head taken into the tracked inflight region, settling what the used ring published first; nothing once untracked', () => {
+    const SIZE = 16;
+    const model = new HoldingModel();
+    const d = new InflightTrackingDevice(model);
+    const region = new InflightQueue(new Uint8Array(inflightQueueRegionSize(SIZE)));
+    region.initialise(SIZE, 0);
+    const used = new Uint32Array(SIZE);
+    let usedIdx = 0;
+    const usedHead = (slot: number): number => used[slot]!;
+    d.track(0, { region, usedIdx: () => usedIdx, usedHead });
+    void d.handleChain(0, chain(3), ctx);
+    assert.equal(d.handleChain(0, chain(15), ctx), 0); // answered at once: recorded too (the used ring clears it)
+    assert.deepEqual(region.recover(usedIdx, usedHead), [3, 15]);
+    // The runtime publishes 15; the next take settles it.
+    used[usedIdx++ % SIZE] = 15;
+    void d.handleChain(0, chain(9), ctx);
+    assert.deepEqual([region.isInflight(3), region.isInflight(15), region.isInflight(9)], [true, false, true]);
+    // Untracked (and another queue, never tracked): nothing recorded.
+    d.track(0, null);
+    void d.handleChain(0, chain(12), ctx);
+    void d.handleChain(1, chain(13), ctx);
+    assert.equal(region.isInflight(12), false);
+    assert.deepEqual(region.recover(usedIdx, usedHead), [3, 9]);
   });
 });
