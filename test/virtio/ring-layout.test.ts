@@ -179,3 +179,19 @@ test('descriptor flag names: split has NEXT, WRITE, INDIRECT; packed adds AVAIL 
   assert.deepEqual(descriptorFlagNames(0x8000, true), ['used']);
   assert.deepEqual(descriptorFlagNames(0x0082, true), ['write', 'avail']);
 });
+
+test('split ring views over a region that is a window into its buffer: parts at their buffer offsets (§2.7.1)', () => {
+  // Like a vhost-user memory table entry whose mmap offset is not 0: region byte 0 is buffer byte 0x40.
+  const buffer = new SharedArrayBuffer(0x1000);
+  const memory = new GuestMemory([{ guestAddr: 0x40000, size: 0xfc0, buffer, offset: 0x40 }]);
+  const a = packedLayout(0x40100, 4);
+  const v = ringViewsFromGuest(memory, a);
+  assert.deepEqual([v.desc.byteOffset, v.avail.byteOffset, v.used16.byteOffset, v.used32.byteOffset], [0x140, 0x180, 0x190, 0x190]);
+  v.desc[0] = 0xcafe;
+  assert.equal(new Uint32Array(buffer)[0x140 / 4], 0xcafe);
+  assert.equal(memory.readU32(a.desc), 0xcafe);
+
+  // From bytes: a descriptor table at a 4-aligned, non-zero offset of its buffer is aligned.
+  const part = (offset: number, len: number) => new Uint8Array(buffer, offset, len);
+  assert.equal(ringViewsFromBytes(4, { desc: part(0x204, 64), avail: part(0x244, 14), used: part(0x254, 38) }).desc.byteOffset, 0x204);
+});
