@@ -24,6 +24,9 @@ interface Case {
   indirect?: boolean;
   size?: number;
   maxIndirectEntries?: number;
+  /** The exact message (rule, place and values; the code and section are appended). */
+  message?: string;
+  section?: string;
   /** Builds the ring; may pop (and keep) legitimate lists first. */
   build(r: PackedRing): void;
 }
@@ -37,11 +40,15 @@ const entry = (r: PackedRing, i: number, addr: number, len: number, flags: numbe
 const cases: Case[] = [
   {
     name: 'AVAIL and USED both equal to the wrap counter at the next position',
+    message: 'descriptor 0 has AVAIL = USED = 1: neither available nor a used descriptor of this lap',
+    section: '§2.8.1',
     code: 'PACKED_FLAGS_INVALID',
     build: (r) => writePackedDesc(r, 0, BUF, 16, 0, AVAIL | USED),
   },
   {
     name: 'a later descriptor of the list still carries the previous lap (wrap counter not toggled)',
+    message: 'descriptor 0 (number 2 of the list at 3) is not marked available for wrap counter 0',
+    section: '§2.8.6',
     code: 'PACKED_DESC_NOT_AVAIL',
     size: 4,
     build: (r) => {
@@ -56,6 +63,8 @@ const cases: Case[] = [
   },
   {
     name: 'a later descriptor of the list is not available (zero flags)',
+    message: 'descriptor 1 (number 2 of the list at 0) is not marked available for wrap counter 1',
+    section: '§2.8.6',
     code: 'PACKED_DESC_NOT_AVAIL',
     build: (r) => {
       avail(r, 0, BUF, 16, 0, NEXT);
@@ -64,16 +73,20 @@ const cases: Case[] = [
   },
   {
     name: 'a later descriptor of the list has AVAIL = USED',
+    message: 'descriptor 1 (number 2 of the list at 0) is not marked available for wrap counter 1',
+    section: '§2.8.6',
     code: 'PACKED_DESC_NOT_AVAIL',
     build: (r) => {
       avail(r, 0, BUF, 16, 0, NEXT);
       writePackedDesc(r, 1, BUF, 16, 0, US(1));
     },
   },
-  { name: 'buffer id ≥ queue size', code: 'PACKED_ID_INVALID', build: (r) => avail(r, 0, BUF, 16, 8, 0) },
-  { name: 'buffer id 0xffff', code: 'PACKED_ID_INVALID', build: (r) => avail(r, 0, BUF, 16, 0xffff, 0) },
+  { name: 'buffer id ≥ queue size', message: 'buffer id 8 ≥ queue size 8', section: '§2.8.21.1', code: 'PACKED_ID_INVALID', build: (r) => avail(r, 0, BUF, 16, 8, 0) },
+  { name: 'buffer id 0xffff', message: 'buffer id 65535 ≥ queue size 8', section: '§2.8.21.1', code: 'PACKED_ID_INVALID', build: (r) => avail(r, 0, BUF, 16, 0xffff, 0) },
   {
     name: 'buffer id of a buffer still in flight',
+    message: 'buffer id 3 is already in flight',
+    section: '§2.8.21.1',
     code: 'PACKED_ID_IN_USE',
     build: (r) => {
       avail(r, 0, BUF, 16, 3, 0);
@@ -83,6 +96,8 @@ const cases: Case[] = [
   },
   {
     name: 'a list as long as the ring (NEXT on every descriptor)',
+    message: 'descriptor list at 0 is longer than the queue size 8',
+    section: '§2.8.17',
     code: 'DESC_CHAIN_TOO_LONG',
     build: (r) => {
       for (let i = 0; i < 8; i++) avail(r, i, BUF, 16, 0, NEXT);
@@ -90,12 +105,16 @@ const cases: Case[] = [
   },
   {
     name: 'a 1-entry ring whose only descriptor has NEXT',
+    message: 'descriptor list at 0 is longer than the queue size 1',
+    section: '§2.8.17',
     code: 'DESC_CHAIN_TOO_LONG',
     size: 1,
     build: (r) => avail(r, 0, BUF, 16, 0, NEXT),
   },
   {
     name: 'a descriptor made available again before the device used it',
+    message: 'descriptor 0 was made available again while 2 descriptors are in flight in a 2-entry ring',
+    section: '§2.8.16',
     code: 'PACKED_RING_OVERRUN',
     size: 2,
     build: (r) => {
@@ -108,6 +127,8 @@ const cases: Case[] = [
   },
   {
     name: 'a list that runs into descriptors still in flight',
+    message: 'descriptor 1 was made available again while 1 descriptors are in flight in a 4-entry ring',
+    section: '§2.8.16',
     code: 'PACKED_RING_OVERRUN',
     size: 4,
     build: (r) => {
@@ -122,7 +143,7 @@ const cases: Case[] = [
       avail(r, 1, BUF, 16, 2, 0, 0); // position 1 of lap 2: one more than the ring has free
     },
   },
-  { name: 'zero-length buffer', code: 'DESC_ZERO_LENGTH', build: (r) => avail(r, 0, BUF, 0, 0, 0) },
+  { name: 'zero-length buffer', message: 'descriptor with length 0 at 0x18000', section: '§2.8.4', code: 'DESC_ZERO_LENGTH', build: (r) => avail(r, 0, BUF, 0, 0, 0) },
   { name: 'address outside guest memory', code: 'MEM_OUT_OF_RANGE', build: (r) => avail(r, 0, PBASE + PMEM_BYTES, 16, 0, 0) },
   { name: 'address + length past the end of memory', code: 'MEM_OUT_OF_RANGE', build: (r) => avail(r, 0, PBASE + PMEM_BYTES - 8, 16, 0, WRITE) },
   { name: 'address below guest memory', code: 'MEM_OUT_OF_RANGE', build: (r) => avail(r, 0, 0x100, 16, 0, 0) },
@@ -137,16 +158,20 @@ const cases: Case[] = [
   },
   {
     name: 'readable after writable',
+    message: 'device-readable descriptor after a device-writable one',
+    section: '§2.8.17',
     code: 'DESC_READABLE_AFTER_WRITABLE',
     build: (r) => {
       avail(r, 0, BUF, 16, 0, WRITE | NEXT);
       avail(r, 1, BUF + 16, 16, 0, 0);
     },
   },
-  { name: 'INDIRECT without the feature', code: 'INDIRECT_NOT_NEGOTIATED', indirect: false, build: (r) => avail(r, 0, TABLE, 16, 0, INDIRECT) },
-  { name: 'INDIRECT with NEXT', code: 'INDIRECT_WITH_NEXT', indirect: true, build: (r) => avail(r, 0, TABLE, 16, 0, INDIRECT | NEXT) },
+  { name: 'INDIRECT without the feature', message: 'INDIRECT descriptor without VIRTIO_F_INDIRECT_DESC', section: '§2.8.19', code: 'INDIRECT_NOT_NEGOTIATED', indirect: false, build: (r) => avail(r, 0, TABLE, 16, 0, INDIRECT) },
+  { name: 'INDIRECT with NEXT', message: 'descriptor has both INDIRECT and NEXT', section: '§2.8.19', code: 'INDIRECT_WITH_NEXT', indirect: true, build: (r) => avail(r, 0, TABLE, 16, 0, INDIRECT | NEXT) },
   {
     name: 'INDIRECT inside a list linked by NEXT',
+    message: 'descriptor 1 has INDIRECT inside a list linked by NEXT',
+    section: '§2.8.19',
     code: 'INDIRECT_IN_CHAIN',
     indirect: true,
     build: (r) => {
@@ -155,10 +180,12 @@ const cases: Case[] = [
       avail(r, 1, TABLE, 16, 0, INDIRECT);
     },
   },
-  { name: 'empty indirect table', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 0, 0, INDIRECT) },
-  { name: 'indirect table not a multiple of 16', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 24, 0, INDIRECT) },
+  { name: 'empty indirect table', message: 'indirect table length 0 is not a non-zero multiple of 16', section: '§2.8.7', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 0, 0, INDIRECT) },
+  { name: 'indirect table not a multiple of 16', message: 'indirect table length 24 is not a non-zero multiple of 16', section: '§2.8.7', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 24, 0, INDIRECT) },
   {
     name: 'indirect table with more entries than the queue size',
+    message: 'indirect table of 9 entries is longer than the limit 8',
+    section: '§2.8.17',
     code: 'INDIRECT_BAD_LENGTH',
     indirect: true,
     build: (r) => {
@@ -168,6 +195,8 @@ const cases: Case[] = [
   },
   {
     name: 'indirect table longer than the device’s limit',
+    message: 'indirect table of 3 entries is longer than the limit 2',
+    section: '§2.8.17',
     code: 'INDIRECT_BAD_LENGTH',
     indirect: true,
     maxIndirectEntries: 2,
@@ -176,10 +205,12 @@ const cases: Case[] = [
       avail(r, 0, TABLE, 48, 0, INDIRECT);
     },
   },
-  { name: 'indirect table of 2^32 - 16 bytes', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 0xfffffff0, 0, INDIRECT) },
+  { name: 'indirect table of 2^32 - 16 bytes', message: 'indirect table of 268435455 entries is longer than the limit 8', section: '§2.8.17', code: 'INDIRECT_BAD_LENGTH', indirect: true, build: (r) => avail(r, 0, TABLE, 0xfffffff0, 0, INDIRECT) },
   { name: 'indirect table outside memory', code: 'MEM_OUT_OF_RANGE', indirect: true, build: (r) => avail(r, 0, PBASE + PMEM_BYTES - 16, 32, 0, INDIRECT) },
   {
     name: 'nested indirect table',
+    message: 'indirect table entry 0 has INDIRECT',
+    section: '§2.8.19',
     code: 'INDIRECT_NESTED',
     indirect: true,
     build: (r) => {
@@ -189,6 +220,8 @@ const cases: Case[] = [
   },
   {
     name: 'NEXT inside an indirect table (a split-format table: next index where packed has flags)',
+    message: 'indirect table entry 0 has NEXT (only WRITE is valid there)',
+    section: '§2.8.19',
     code: 'INDIRECT_ENTRY_NEXT',
     indirect: true,
     build: (r) => {
@@ -199,6 +232,8 @@ const cases: Case[] = [
   },
   {
     name: 'zero-length entry in an indirect table',
+    message: 'descriptor with length 0 at 0x18010',
+    section: '§2.8.4',
     code: 'DESC_ZERO_LENGTH',
     indirect: true,
     build: (r) => {
@@ -209,6 +244,8 @@ const cases: Case[] = [
   },
   {
     name: 'readable after writable inside an indirect table',
+    message: 'device-readable descriptor after a device-writable one',
+    section: '§2.8.17',
     code: 'DESC_READABLE_AFTER_WRITABLE',
     indirect: true,
     build: (r) => {
@@ -249,6 +286,7 @@ for (const c of cases) {
       assert.ok(performance.now() - t0 < 250, 'pop() is fast');
       assert.ok(err instanceof VirtioError, `expected a VirtioError, got ${err}`);
       assert.equal(err.code, c.code, err.message);
+      if (c.message !== undefined) assert.equal(err.message, `${c.message} (${c.code}, virtio 1.2 ${c.section})`);
       assert.match(err.message, /virtio 1\.2 §2\.[78]/, 'the error names the spec section');
       assert.deepEqual([r.device.nextAvail, r.device.nextUsed, r.device.descriptorsInFlight], state, 'the device did not move');
     }
