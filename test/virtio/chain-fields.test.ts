@@ -85,7 +85,12 @@ test('a revoked chain reads zeros and drops writes', () => {
   const c = chain([8], [4]);
   c.revoke();
   assert.equal(c.readUint32(0), 0);
+  assert.equal(c.readUint16(0), 0);
+  assert.equal(c.readUint8(0), 0);
+  assert.equal(c.readUint32(8), 0, 'past the old end too: a late device model sees no error');
   c.writeUint32(0, 0x12345678);
+  c.writeUint32(4, 0x12345678);
+  c.writeUint16(6, 0x1234);
   assert.equal(c.write(Uint8Array.of(1, 2)), 0);
   assert.equal(c.read(new Uint8Array(4)), 0);
   assert.ok(region.bytes.every((b) => b === 0xee));
@@ -136,10 +141,12 @@ test('read() and write() see the segments as one stream, from any offset, short 
     region.bytes.fill(0x5a);
     const c = chain([8], split);
     const data = Uint8Array.from({ length: 150 }, (_, i) => (i * 13 + 1) & 0xff);
+    const original = [...data];
     assert.equal(c.write(data.subarray(0, 100), 20), 100, `write 100 at 20, split ${split}`);
     assert.equal(c.write(data.subarray(0, 20)), 20);
     assert.equal(c.write(data, 140), 10, 'a write is cut at the end of the writable bytes');
-    const want = [...data.subarray(0, 20), ...data.subarray(0, 100), ...new Array(20).fill(0x5a), ...data.subarray(0, 10)];
+    assert.deepEqual([...data], original, 'write() only reads its source');
+    const want = [...original.slice(0, 20), ...original.slice(0, 100), ...new Array(20).fill(0x5a), ...original.slice(0, 10)];
     assert.deepEqual(stream(c, true), want, `split ${split}`);
     assert.deepEqual(c.writable.map((v) => v.length), split);
     assert.ok(region.bytes.subarray(0x10, 0x18).every((b) => b === 0x5a), 'the readable segment is not written');
@@ -161,6 +168,18 @@ test('a field that ends exactly at the end of the stream, split over segments, i
   assert.throws(() => c.readUint32(1), { name: 'RangeError', message: "read of 4 bytes at 1 is past the chain's 4 readable bytes" });
   assert.throws(() => c.writeUint16(3, 1), { name: 'RangeError', message: "write of 2 bytes at 3 is past the chain's 4 writable bytes" });
   assert.throws(() => c.read(new Uint8Array(1), 1.5), { name: 'RangeError', message: 'chain offset 1.5 is not a byte offset' });
+});
+
+test('readUint8 at a negative or fractional offset, and any read of a chain without readable bytes, is a RangeError', () => {
+  region.bytes.fill(0xee);
+  const c = chain([8], [4]);
+  assert.throws(() => c.readUint8(-1), { name: 'RangeError', message: 'chain offset -1 is not a byte offset' });
+  assert.throws(() => c.readUint8(0.5), { name: 'RangeError', message: 'chain offset 0.5 is not a byte offset' });
+  // only writable segments: the readable stream is empty, the writable bytes are not read instead
+  const w = chain([], [8]);
+  for (const [read, size] of [[(o: number) => w.readUint8(o), 1], [(o: number) => w.readUint16(o), 2], [(o: number) => w.readUint32(o), 4]] as const) {
+    assert.throws(() => read(0), { name: 'RangeError', message: `read of ${size} bytes at 0 is past the chain's 0 readable bytes` });
+  }
 });
 
 test('a revoked chain has no views left', () => {
