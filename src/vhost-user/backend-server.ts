@@ -80,7 +80,7 @@ export function serveDevice(options: ServeDeviceOptions): BackendServer {
   const info = options.info ?? (() => {});
   const log = options.log ?? (() => {});
   const maxQueueSize = options.maxQueueSize ?? MAX_QUEUE_SIZE;
-  if (!(maxQueueSize > 0 && (maxQueueSize & (maxQueueSize - 1)) === 0 && maxQueueSize <= MAX_QUEUE_SIZE)) {
+  if (!(Number.isInteger(maxQueueSize) && maxQueueSize > 0 && (maxQueueSize & (maxQueueSize - 1)) === 0 && maxQueueSize <= MAX_QUEUE_SIZE)) {
     throw new RangeError(`maxQueueSize ${maxQueueSize} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
   }
   let listenFd: number;
