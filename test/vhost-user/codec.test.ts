@@ -12,7 +12,7 @@ import {
   encodeVringAddress,
   encodeVringState,
 } from '../../src/vhost-user/payloads.js';
-import { HEADER_SIZE, HeaderFlag, MAX_PAYLOAD_SIZE, Request, VRING_INVALID_FD } from '../../src/vhost-user/protocol.js';
+import { BackendRequest, HEADER_SIZE, HeaderFlag, MAX_PAYLOAD_SIZE, Request, VRING_INVALID_FD, backendRequestName, requestName } from '../../src/vhost-user/protocol.js';
 
 function msg(request: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags: number = HeaderFlag.VERSION): RawMessage {
   return { request, flags, size: payload.length, payload, fds, truncatedFds: false };
@@ -136,5 +136,14 @@ describe('vhost-user request validation', () => {
     const d = { mmapSize: 4096n, mmapOffset: 0n, numQueues: 1, queueSize: 128 };
     assert.equal(encodeInflight(d).length, 24);
     assert.deepEqual(decodeInflight(encodeInflight(d)), d);
+  });
+});
+
+describe('vhost-user request names (for log lines)', () => {
+  it('a known id by its name, an unknown one by its number, for both directions', () => {
+    assert.equal(requestName(Request.SET_VRING_KICK), 'SET_VRING_KICK');
+    assert.equal(requestName(999), 'request 999');
+    assert.equal(backendRequestName(BackendRequest.CONFIG_CHANGE_MSG), 'CONFIG_CHANGE_MSG');
+    assert.equal(backendRequestName(99), 'backend request 99');
   });
 });

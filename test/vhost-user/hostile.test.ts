@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
-import { BackendSession } from '../../src/vhost-user/backend-session.js';
+import { BackendSession, describeRequest } from '../../src/vhost-user/backend-session.js';
 import { encodeMessage } from '../../src/vhost-user/codec.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { native } from '../../src/vhost-user/native/index.js';
@@ -402,5 +402,140 @@ describe('vhost-user back-end: a hostile front-end', () => {
       c.close();
       await srv.server.idle();
     }
+  });
+});
+
+describe('vhost-user back-end: a hostile front-end, the session’s last refusals', () => {
+  let srv: TestServer;
+  let fdsBefore: Map<number, string>;
+  const ALL = PROTOCOL | pbit(ProtocolFeature.STATUS) | pbit(ProtocolFeature.INFLIGHT_SHMFD) | pbit(ProtocolFeature.BACKEND_REQ);
+  before(async () => {
+    srv = startServer({ maxQueueSize: 256 });
+    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
+    await c.request(1);
+    c.close();
+    await srv.server.idle();
+    fdsBefore = openFds();
+  });
+  after(async () => {
+    await settle();
+    assert.deepEqual(leakedFds(fdsBefore), []);
+    assert.deepEqual(memfdMappings(), []);
+    await srv.close();
+  });
+  async function owned(): Promise<VhostUserFrontend> {
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(ALL)), 0n);
+    assert.equal(await ack(fe, Request.SET_OWNER), 0n);
+    return fe;
+  }
+  const warnedSince = (from: number, re: RegExp): void =>
+    assert.ok(srv.warnings.slice(from).some((w) => re.test(w)), `a warning matching ${re}:\n${srv.warnings.slice(from).join('\n')}`);
+
+  it('SET_STATUS with a value over a byte: non-zero ack, the status unchanged; the session reports itself open, then closed', async () => {
+    const fe = await owned();
+    const session = srv.server.session!;
+    try {
+      assert.equal(session.isClosed, false);
+      assert.equal(await ack(fe, Request.SET_STATUS, encodeU64(Status.ACKNOWLEDGE)), 0n);
+      const from = srv.warnings.length;
+      assert.notEqual(await ack(fe, Request.SET_STATUS, encodeU64(0x100n | BigInt(Status.DRIVER))), 0n);
+      warnedSince(from, /^vhost-user: SET_STATUS refused: status 0x102 does not fit in a byte$/);
+      assert.equal(await fe.getStatus(), Status.ACKNOWLEDGE);
+      assert.equal(await ack(fe, Request.SET_STATUS, encodeU64(0xffn)), 0n, '0xff still fits');
+    } finally {
+      fe.close();
+      await srv.server.idle();
+    }
+    assert.equal(session.isClosed, true);
+  });
+
+  it('GET_INFLIGHT_FD for queues of a size no ring can have (0, 3, over the maximum): the connection is closed, no buffer made', async () => {
+    for (const queueSize of [0, 3, 512]) {
+      const fe = await owned();
+      try {
+        await expectRefusedByClosing(
+          srv,
+          fe,
+          Request.GET_INFLIGHT_FD,
+          encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize }),
+          new RegExp(`inflight queue size ${queueSize} is not a power of two in 1\\.\\.256`),
+        );
+      } finally {
+        fe.close();
+      }
+    }
+    const fe = await owned();
+    try {
+      const r = await fe.call(Request.GET_INFLIGHT_FD, encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 256 }));
+      assert.equal(r.fds.length, 1, 'the largest size is taken');
+      r.fds.forEach((fd) => native.close(fd));
+    } finally {
+      fe.close();
+      await srv.server.idle();
+    }
+  });
+
+  it('SET_INFLIGHT_FD whose size or offset is beyond 2^53, or smaller than its queues need: non-zero ack, fd closed, nothing mapped', async () => {
+    const fe = await owned();
+    try {
+      for (const [mmapSize, mmapOffset, why] of [
+        [2n ** 53n, 0n, /inflight buffer size or offset beyond 2\^53/],
+        [4096n, 2n ** 60n, /inflight buffer size or offset beyond 2\^53/],
+        [100n, 0n, /inflight buffer of 100 bytes, 1088 needed for 1 queues of 64/],
+      ] as const) {
+        const fd = memfd(8192);
+        const from = srv.warnings.length;
+        assert.notEqual(await ack(fe, Request.SET_INFLIGHT_FD, encodeInflight({ mmapSize, mmapOffset, numQueues: 1, queueSize: 64 }), [fd]), 0n);
+        native.close(fd);
+        warnedSince(from, new RegExp(`^vhost-user: SET_INFLIGHT_FD refused: ${why.source}$`));
+      }
+    } finally {
+      fe.close();
+      await srv.server.idle();
+    }
+  });
+
+  it('SET_BACKEND_REQ_FD with a Unix datagram socket: refused (it would swallow what the back-end sends), fd closed', async () => {
+    const fe = await owned();
+    const dgram = native.datagramBind(`@vt-hostile-${process.pid}`);
+    try {
+      const from = srv.warnings.length;
+      assert.notEqual(await ack(fe, Request.SET_BACKEND_REQ_FD, new Uint8Array(0), [dgram]), 0n);
+      warnedSince(from, /^vhost-user: SET_BACKEND_REQ_FD refused: the fd is a unix dgram socket, not a connected Unix stream socket$/);
+    } finally {
+      native.close(dgram);
+      fe.close();
+      await srv.server.idle();
+    }
+  });
+
+  it('a lenient session serves a request that takes no fd but carried one: a warning, the fd closed', async () => {
+    BackendSession.strictByDefault = false;
+    const fe = VhostUserFrontend.connect(srv.socketPath);
+    try {
+      await waitFor(() => srv.server.session !== null && !srv.server.session.isClosed, 'the session');
+      assert.equal(srv.server.session!.strict, false);
+      const efd = native.eventfd(0, false);
+      const from = srv.warnings.length;
+      const r = await fe.call(Request.GET_QUEUE_NUM, new Uint8Array(0), [efd]);
+      native.close(efd);
+      assert.equal(decodeU64(r.payload), 1n);
+      assert.deepEqual(srv.warnings.slice(from), ['vhost-user: GET_QUEUE_NUM carried 1 file descriptor(s) it does not take: closed']);
+    } finally {
+      BackendSession.strictByDefault = true;
+      fe.close();
+      await srv.server.idle();
+    }
+  });
+
+  it('describeRequest: name, flags, size, fd count and the first 48 payload bytes in 32-bit words', () => {
+    const m = (request: number, payload: Uint8Array, fds: number[] = []) => ({ request, flags: NR, size: payload.length, payload, fds, truncatedFds: false });
+    assert.equal(describeRequest(m(Request.SET_OWNER, new Uint8Array(0))), 'SET_OWNER flags=0x9 size=0 fds=0');
+    assert.equal(describeRequest(m(Request.SET_VRING_NUM, encodeVringState({ index: 1, num: 256 }), [7])), 'SET_VRING_NUM flags=0x9 size=8 fds=1 payload=01000000 00010000');
+    const long = Uint8Array.from({ length: 49 }, (_, i) => i);
+    const words = Array.from({ length: 12 }, (_, w) => [0, 1, 2, 3].map((b) => (4 * w + b).toString(16).padStart(2, '0')).join('')).join(' ');
+    assert.equal(describeRequest(m(999, long)), `request 999 flags=0x9 size=49 fds=0 payload=${words} ...`);
+    assert.equal(describeRequest(m(999, long.subarray(0, 48))), `request 999 flags=0x9 size=48 fds=0 payload=${words}`);
   });
 });

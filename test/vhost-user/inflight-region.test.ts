@@ -6,8 +6,9 @@
  * request twice, one fewer and it loses one.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { InflightQueue, inflightQueueRegionSize } from '../../src/vhost-user/inflight.js';
+import { describe, test } from 'node:test';
+import { InflightBuffer, InflightQueue, inflightBufferSize, inflightQueueRegionSize } from '../../src/vhost-user/inflight.js';
+import { native } from '../../src/vhost-user/native/index.js';
 
 /** A region for a ring of `size` and a used ring to publish into. */
 function setup(size: number, startUsed = 0) {
@@ -90,4 +91,66 @@ test('random takes and out-of-order batched publications across the 16-bit wrap 
       }
     }
   }
+});
+
+test('a region too small for the ring refuses to be initialised for it', () => {
+  const region = new InflightQueue(new Uint8Array(inflightQueueRegionSize(8)));
+  assert.equal(region.capacity, 11, '(64 - 16) / 16 entries fit');
+  assert.throws(() => region.initialise(12, 0), { name: 'RangeError', message: 'inflight region holds 11 descriptors, not 12' });
+  assert.equal(region.version, 0, 'left uninitialised');
+  region.initialise(11, 7);
+  assert.deepEqual([region.version, region.descNum, region.usedIdx], [1, 11, 7]);
+});
+
+describe('InflightBuffer.map: a description that does not fit refuses, and the fd is consumed either way', () => {
+  const PAGE = native.pageSize;
+  const isOpen = (fd: number): boolean => {
+    try {
+      native.fdKind(fd);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const refuses = (fdSize: number, d: { mmapSize: number; mmapOffset: number; numQueues: number; queueSize: number }, message: string) => {
+    const fd = native.memfdCreate('vhost-user-inflight-test', fdSize);
+    assert.throws(() => InflightBuffer.map(fd, d), { message });
+    assert.equal(isOpen(fd), false);
+  };
+
+  test('no queues, or queues of 0 descriptors', () => {
+    refuses(PAGE, { mmapSize: PAGE, mmapOffset: 0, numQueues: 0, queueSize: 8 }, 'empty inflight buffer (0 queues of 8)');
+    refuses(PAGE, { mmapSize: PAGE, mmapOffset: 0, numQueues: 2, queueSize: 0 }, 'empty inflight buffer (2 queues of 0)');
+  });
+
+  test('smaller than the layout needs', () => {
+    const need = inflightBufferSize(2, 64);
+    refuses(PAGE * 4, { mmapSize: need - 1, mmapOffset: 0, numQueues: 2, queueSize: 64 }, `inflight buffer of ${need - 1} bytes, ${need} needed for 2 queues of 64`);
+  });
+
+  test('past the end of its file (by its offset, or by its size)', () => {
+    refuses(PAGE, { mmapSize: PAGE, mmapOffset: 1, numQueues: 1, queueSize: 8 }, 'inflight buffer is past the end of its file');
+    refuses(PAGE, { mmapSize: PAGE + 1, mmapOffset: 0, numQueues: 1, queueSize: 8 }, 'inflight buffer is past the end of its file');
+  });
+
+  test('a buffer that fits: a region per queue (none past the last), at the offset; unmap twice is harmless', () => {
+    const size = inflightBufferSize(2, 8);
+    const fd = native.memfdCreate('vhost-user-inflight-test', PAGE + 100 + size);
+    const bytes = new Uint8Array(native.mmap(fd, 2 * PAGE, 0));
+    const buffer = InflightBuffer.map(fd, { mmapSize: size, mmapOffset: PAGE + 100, numQueues: 2, queueSize: 8 });
+    assert.equal(isOpen(fd), false);
+    const q1 = buffer.queue(1)!;
+    assert.ok(q1);
+    assert.equal(buffer.queue(2), null);
+    assert.equal(buffer.queue(5), null);
+    q1.initialise(8, 3);
+    // Queue 1's header is one region in from the offset, in the shared file.
+    const at = PAGE + 100 + inflightQueueRegionSize(8);
+    assert.deepEqual([bytes[at + 8], bytes[at + 10], bytes[at + 14]], [1, 8, 3]);
+    buffer.clearAll();
+    assert.equal(bytes[at + 8], 0);
+    buffer.unmap();
+    assert.doesNotThrow(() => buffer.unmap());
+    native.munmap(bytes.buffer as ArrayBuffer);
+  });
 });

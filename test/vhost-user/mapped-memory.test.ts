@@ -1,0 +1,116 @@
+/**
+ * MappedMemory on its own (real memfds, real mmap): the region list, the refusals of
+ * descriptions whose numbers do not fit a double (each of address, size, offset, and each end),
+ * a region the GuestMemory refuses after it was mapped (the mapping is undone), and a release
+ * that runs an unmap twice. The fd of every add is closed, whether it succeeds or not.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { GuestMemory } from '../../src/virtio/memory.js';
+import { ProtocolError } from '../../src/vhost-user/codec.js';
+import { MappedMemory } from '../../src/vhost-user/mapped-memory.js';
+import { native } from '../../src/vhost-user/native/index.js';
+import type { MemoryRegionDescription } from '../../src/vhost-user/payloads.js';
+import { memfdMappings } from './helpers.js';
+
+const PAGE = native.pageSize;
+const TWO_53 = 2n ** 53n;
+
+const memfd = (size: number): number => native.memfdCreate('vhost-user-mapped-memory-test', size);
+const desc = (guestAddr: bigint, size: bigint, userAddr: bigint, mmapOffset = 0n): MemoryRegionDescription => ({ guestAddr, size, userAddr, mmapOffset });
+
+function isOpen(fd: number): boolean {
+  try {
+    native.fdKind(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** add() must refuse with exactly `message`, and close the fd anyway. */
+function refused(mm: MappedMemory, d: MemoryRegionDescription, message: string): void {
+  const fd = memfd(PAGE);
+  assert.throws(
+    () => mm.add(d, fd),
+    (e: unknown) => e instanceof ProtocolError && !e.fatal && e.message === message,
+  );
+  assert.equal(isOpen(fd), false, 'the fd is consumed');
+  assert.equal(mm.count, 0);
+}
+
+describe('MappedMemory', () => {
+  it('list: the mapped regions in the order added, with their numbers; remove and clear take them out', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4);
+    assert.equal(mm.list.length, 0);
+    const a = mm.add(desc(0x10000n, BigInt(PAGE), 0x7f0000000000n), memfd(PAGE));
+    const b = mm.add(desc(0n, BigInt(2 * PAGE), 0x7f1000000000n, BigInt(PAGE)), memfd(3 * PAGE));
+    assert.deepEqual(
+      mm.list.map((r) => [r.guestAddr, r.size, r.userAddr, r.mmapOffset]),
+      [
+        [0x10000, PAGE, 0x7f0000000000, 0],
+        [0, 2 * PAGE, 0x7f1000000000, PAGE],
+      ],
+    );
+    assert.equal(mm.list[0], a);
+    assert.equal(mm.list[1], b);
+    assert.equal(mm.remove(desc(0x10000n, BigInt(PAGE), 0x7f0000000000n)), true);
+    assert.deepEqual(mm.list, [b]);
+    mm.clear();
+    assert.deepEqual(mm.list, []);
+    assert.deepEqual(memfdMappings(), []);
+  });
+
+  it('an address, size or offset beyond 2^53 is refused before anything is mapped', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4);
+    const size = BigInt(PAGE);
+    const why = (d: MemoryRegionDescription) => `region gpa 0x${d.guestAddr.toString(16)} size 0x${d.size.toString(16)}: address, size or offset beyond 2^53`;
+    for (const d of [desc(TWO_53, size, 0n), desc(0n, TWO_53, 0n), desc(0n, size, TWO_53), desc(0n, size, 0n, TWO_53)]) {
+      refused(mm, d, why(d));
+    }
+    assert.deepEqual(memfdMappings(), []);
+  });
+
+  it('a region whose end (guest, user or offset) passes 2^53 is refused', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4);
+    const size = BigInt(2 * PAGE);
+    const near = TWO_53 - BigInt(PAGE); // safe, but near + size is not
+    const why = (d: MemoryRegionDescription) => `region gpa 0x${d.guestAddr.toString(16)} size 0x${d.size.toString(16)}: region end beyond 2^53`;
+    for (const d of [desc(near, size, 0n), desc(0n, size, near), desc(0n, size, 0n, near)]) {
+      refused(mm, d, why(d));
+    }
+    // Ending exactly at the last safe integer is not refused for its end (it fails later, on the file size).
+    refused(mm, desc(0n, size, 0n, TWO_53 - 1n - size), `region gpa 0x0 size 0x${size.toString(16)}: [0x${(TWO_53 - 1n - size).toString(16)}, +0x${size.toString(16)}) is past the end of its ${PAGE}-byte file`);
+    assert.deepEqual(memfdMappings(), []);
+  });
+
+  it('a region the GuestMemory refuses after mmap (it overlaps memory added there by someone else): refused, the mapping undone', () => {
+    const memory = new GuestMemory([{ guestAddr: 0, size: PAGE, buffer: new ArrayBuffer(PAGE) }]);
+    const mm = new MappedMemory(memory, 4);
+    const fd = memfd(PAGE);
+    assert.throws(
+      () => mm.add(desc(0n, BigInt(PAGE), 0x1000n), fd),
+      (e: unknown) =>
+        e instanceof ProtocolError &&
+        e.message === `region gpa 0x0 size 0x${PAGE.toString(16)}: memory region [0x0, 0x${PAGE.toString(16)}) overlaps [0x0, 0x${PAGE.toString(16)})`,
+    );
+    assert.equal(isOpen(fd), false);
+    assert.equal(mm.count, 0);
+    assert.deepEqual(memfdMappings(), [], 'the mapping was unmapped at once');
+  });
+
+  it('a release that runs the unmap twice: the second is ignored (the mapping is already detached)', () => {
+    const unmaps: (() => void)[] = [];
+    const mm = new MappedMemory(new GuestMemory(), 4, (unmap) => unmaps.push(unmap));
+    const r = mm.add(desc(0n, BigInt(PAGE), 0n), memfd(PAGE));
+    assert.equal(mm.remove(desc(0n, BigInt(PAGE), 0n)), true);
+    assert.equal(mm.count, 0);
+    assert.equal(unmaps.length, 1);
+    assert.equal(memfdMappings().length, 1, 'mapped until the release runs the unmap');
+    assert.equal(r.mapping.byteLength, PAGE);
+    unmaps[0]!();
+    assert.equal(r.mapping.byteLength, 0, 'detached');
+    assert.deepEqual(memfdMappings(), []);
+    assert.doesNotThrow(() => unmaps[0]!());
+  });
+});
