@@ -49,7 +49,10 @@ const scopes = {
       'message-channel',
       'packed',
       'ring-faults',
-    ].map((n) => `dist/test/vhost-user/${n}.test.js`),
+    ]
+      .map((n) => `dist/test/vhost-user/${n}.test.js`)
+      // The session's trace emit sites (vhost_user_send, virtio_notify_irqfd), in process.
+      .concat(['dist/test/trace/backend-session.test.js']),
   },
 };
 const chosen = scopes[scope];

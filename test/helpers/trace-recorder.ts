@@ -36,3 +36,14 @@ export function withTracing<T>(events: readonly string[], consumer: TraceConsume
     resetTracing();
   }
 }
+
+/** withTracing for an async `f`: tracing stays on until its promise settles. */
+export async function withTracingAsync<T>(events: readonly string[], consumer: TraceConsumer, f: () => Promise<T>): Promise<T> {
+  enableEvents(events);
+  setEmitTarget(new DirectTarget(consumer, wallClockMs(), threadId('main')));
+  try {
+    return await f();
+  } finally {
+    resetTracing();
+  }
+}

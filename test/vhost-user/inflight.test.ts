@@ -13,13 +13,16 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
-import { answer, requestFor, type TestRequest, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
+import { REQUEST_SIZE, RESPONSE_SIZE, answer, decodeResponse, encodeRequest, requestFor, type TestRequest, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
+import { native } from '../../src/vhost-user/native/index.js';
+import { DescFlags } from '../../src/virtio/constants.js';
+import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { InflightQueue, inflightQueueRegionSize } from '../../src/vhost-user/inflight.js';
 import { InflightTrackingDevice } from '../../src/vhost-user/inflight-tracker.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
-import { spawnNode, tempDir, waitFor } from './helpers.js';
+import { spawnNode, startServer, tempDir, waitFor } from './helpers.js';
 
 const holdingBackend = path.join(repoRoot, 'dist', 'test', 'vhost-user', 'fixtures', 'holding-backend.js');
 
@@ -191,6 +194,53 @@ class HoldingModel implements VirtioDevice {
     this.calls.push('reset');
   }
 }
+
+describe('the inflight buffer and a ring made smaller', () => {
+  it('a region initialised for 16 descriptors, the ring restarted with 8: the region is reinitialised (warned), and the ring serves', async () => {
+    const srv = startServer();
+    try {
+      const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16, inflight: true });
+      try {
+        assert.deepEqual(await c.request(1), answer(requestFor(1)));
+        const base = await c.frontend.getVringBase(0);
+        assert.equal(base, 1);
+        const ring = (c as unknown as { ring: { desc: number; avail: number; used: number } }).ring;
+        const ram = c.ram;
+        // A ring of 8 where the ring of 16 was (its parts are smaller; they still do not overlap).
+        await c.frontend.setVringNum(0, 8);
+        await c.frontend.setVringBase(0, base);
+        await c.frontend.setVringAddr(0, { desc: ram.userAddr(ring.desc), avail: ram.userAddr(ring.avail), used: ram.userAddr(ring.used) });
+        const kick = native.eventfd(0, true);
+        try {
+          await c.frontend.setVringKick(0, kick);
+          assert.match(srv.warnings.at(-1) ?? '', /^vring 0: inflight region \(version 1, 16 descriptors\) does not match a ring of 8: reinitialised$/);
+          // The region now describes the ring of 8: used_idx 1 (the request answered), nothing in flight.
+          const rt = srv.server.session!.runtime;
+          assert.ok(rt.activeQueue(0), 'the ring runs');
+          const views = ringViewsFromGuest(ram.memory, { size: 8, ...ring });
+          // Request 2 by hand (head 0: out, then in), at avail slot 1 (§2.7.5, §2.7.6).
+          const out = ram.alloc(REQUEST_SIZE);
+          const inn = ram.alloc(RESPONSE_SIZE);
+          ram.memory.write(out, encodeRequest(requestFor(2)));
+          views.desc.set([out, 0, REQUEST_SIZE, DescFlags.NEXT | (1 << 16)], 0);
+          views.desc.set([inn, 0, RESPONSE_SIZE, DescFlags.WRITE], 4);
+          views.avail[2 + 1] = 0;
+          Atomics.store(views.avail, 1, 2);
+          native.eventfdWrite(kick, 1);
+          await waitFor(() => Atomics.load(views.used16, 1) === 2, 'request 2 on the ring of 8');
+          assert.deepEqual(decodeResponse(ram.memory.slice(inn, RESPONSE_SIZE)), answer(requestFor(2)));
+          assert.deepEqual(srv.warnings.filter((w) => /device error/.test(w)), []);
+        } finally {
+          native.close(kick);
+        }
+      } finally {
+        c.close();
+      }
+    } finally {
+      await srv.close();
+    }
+  });
+});
 
 const ctx = {} as DeviceContext;
 const chain = (head: number): DescriptorChain => ({ head }) as DescriptorChain;

@@ -14,9 +14,13 @@ import type { DeviceContext, VirtioDevice } from '../../src/device/device.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor, type TestResponse } from '../../src/devices/virtio-test/protocol.js';
 import type { DescriptorChain } from '../../src/virtio/chain.js';
-import { FeatureBit, Status, hasFeature } from '../../src/virtio/constants.js';
+import { FeatureBit, Status, bit, hasFeature } from '../../src/virtio/constants.js';
+import { VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/vhost-user/protocol.js';
 import { VhostUserError } from '../../src/vhost-user/frontend.js';
 import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testing/virtio-test-client.js';
+import { native } from '../../src/vhost-user/native/index.js';
+import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
+import { packedLayout } from '../../src/virtio/split-ring.js';
 import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
 
 /** virtio-test whose completions wait for `release()` while `holding` is on. */
@@ -154,6 +158,67 @@ describe('vhost-user lifecycle with requests in flight', { timeout: 30_000 }, ()
       await settle();
       assert.equal(c.usedIdx(), 3, `each request used once (used.idx ${ringBefore} before the restart)`);
       assert.deepEqual(await c.request(10), answer(requestFor(10)));
+    });
+  });
+
+  it('SET_FEATURES again with the same features, no PROTOCOL_F_STATUS: the running device is not reset, held requests are answered', async () => {
+    await withClient({ status: false }, async (c) => {
+      const d = device();
+      d.holding = true;
+      const held = c.requestMany([1, 2]);
+      await waitFor(() => d.heldCount === 2, 'two held requests');
+      const rt = srv.server.session!.runtime;
+      const before = rt.status;
+      const queue = rt.activeQueue(0);
+      assert.ok(queue);
+      // Without PROTOCOL_F_STATUS other features mean the driver started over (a reset); the
+      // same ones again do not ([vhost-user "Ring states"]; virtio 1.2 §3.1.1).
+      await c.frontend.setFeatures(c.features | bit(VHOST_USER_F_PROTOCOL_FEATURES));
+      assert.equal(rt.status, before, 'status unchanged');
+      assert.equal(rt.activeQueue(0), queue, 'the ring kept running');
+      d.holding = false;
+      d.release();
+      assert.deepEqual(await held, [1, 2].map((n) => answer(requestFor(n))), 'the held requests completed on the same rings');
+      assert.deepEqual(await c.requestMany([3]), [answer(requestFor(3))]);
+      assert.equal(c.usedIdx(), 3);
+    });
+  });
+
+  it('SET_VRING_ADDR moving a stopped ring while the device holds requests: they belong to the old ring, neither resubmitted nor published on the new one', async () => {
+    await withClient({}, async (c) => {
+      const warningsBefore = srv.warnings.length;
+      const d = device();
+      d.holding = true;
+      const held = [1, 2].map((k) => outcome(c.request(k)));
+      await waitFor(() => d.heldCount === 2, 'two held requests');
+      // GET_VRING_BASE gives up on them after DRAIN_MS: the session keeps them for a restart of this ring.
+      const base = await c.frontend.getVringBase(0);
+      assert.equal(base, 2);
+      const ram = c.ram;
+      const moved = packedLayout(ram.alloc(packedLayout(0, 16).bytes, 4096), 16);
+      await c.frontend.setVringNum(0, 16);
+      await c.frontend.setVringBase(0, base);
+      await c.frontend.setVringAddr(0, { desc: ram.userAddr(moved.desc), avail: ram.userAddr(moved.avail), used: ram.userAddr(moved.used) });
+      const kick = native.eventfd(0, true);
+      try {
+        await c.frontend.setVringKick(0, kick);
+        await c.frontend.setVringEnable(0, true);
+        d.holding = false;
+        d.release();
+        await settle();
+        const handled = d.handled.length;
+        assert.equal(handled, 2, 'nothing handed to the device again');
+        const newRing = ringViewsFromGuest(ram.memory, moved);
+        assert.equal(Atomics.load(newRing.used16, 1), 0, 'no completion of the old ring reached the new one');
+        const warnings = srv.warnings.slice(warningsBefore);
+        assert.ok(warnings.some((w) => /GET_VRING_BASE for vring 0: 2 request\(s\) still in the device/.test(w)), warnings.join('\n'));
+        assert.ok(!warnings.some((w) => /resubmitting/.test(w)), warnings.join('\n'));
+        assert.equal(srv.server.session!.runtime.queueStatus(0).held, 0);
+      } finally {
+        c.close();
+        native.close(kick);
+      }
+      for (const r of await Promise.all(held)) assert.ok(r instanceof VhostUserError);
     });
   });
 

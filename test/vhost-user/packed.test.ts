@@ -213,6 +213,26 @@ describe('vhost-user: the packed virtqueue (VIRTIO_F_RING_PACKED)', () => {
     }
   });
 
+  it('a stopped packed ring resized (SET_VRING_NUM): a kept base that fits the new size stays, one that does not is dropped with a warning (the ring starts fresh)', async () => {
+    const r = await rig();
+    try {
+      await startRing(r, 0x8000_8000);
+      await r.fe.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+      for (const t of ['one', 'two', 'three', 'four']) await roundTrip(r, t);
+      const stopped = await r.fe.getVringBase(0);
+      assert.equal(stopped.toString(16), (0x0003_0003).toString(16), 'both sides at position 3, wrap counters 0');
+      // (Smaller sizes only: the ring's areas were laid out for 5 entries.)
+      await r.fe.setVringNum(0, 4);
+      assert.equal((await r.fe.getVringBase(0)).toString(16), stopped.toString(16), 'position 3 is in a ring of 4: kept');
+      assert.ok(!r.srv.warnings.some((w) => /does not fit/.test(w)), r.srv.warnings.join('\n'));
+      await r.fe.setVringNum(0, 3);
+      assert.match(r.srv.warnings.at(-1) ?? '', /^vring 0: the packed ring base 0x30003 does not fit size 3 \(last avail index 3 \(position 3\) is not a position in a 3-entry packed ring.*\): the ring starts fresh$/);
+      assert.equal((await r.fe.getVringBase(0)).toString(16), (0x8000_8000).toString(16), 'a fresh ring (§2.8.1): positions 0, wrap counters 1');
+    } finally {
+      await r.close();
+    }
+  });
+
   it('GET_INFLIGHT_FD with packed rings: the buffer is given (QEMU 7.2 needs one) but tracks nothing, and a warning says so', async () => {
     const r = await rig({ inflight: true });
     try {
