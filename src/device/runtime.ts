@@ -461,8 +461,10 @@ export class DeviceRuntime {
         q.disableNotifications();
         // A chain answered synchronously is done with (handleChain's contract), so its object
         // is refilled for the next one; a chain the model answers later is never reused.
+        // The queue can stop inside the pass: a host whose interrupt callback (run from publish)
+        // resets the device or stops the ring at once. Its chains are then the driver's again.
         let chain: DescriptorChain | null;
-        while ((chain = q.pop(this.spare[index])) !== null) {
+        while (this.active[index] === q && (chain = q.pop(this.spare[index])) !== null) {
           this.spare[index] = undefined;
           if (this.serveChain(index, q, chain)) {
             this.spare[index] = chain;

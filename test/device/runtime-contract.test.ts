@@ -594,3 +594,158 @@ test('a packed queue restarted with keepLists and adopt (vhost-user): the chains
   assert.deepEqual(seen, [0xa0, 0xa1, 0xa0, 0xa1], 'the same chains again, in order');
   assert.deepEqual([driver.getUsed(), driver.getUsed(), driver.getUsed()], [{ token: 0, len: 12 }, { token: 1, len: 12 }, null]);
 });
+
+/** A model whose answers wait for the test: `finish(i, len)` answers the i-th chain it was given. */
+function heldAnswers(): { device: VirtioDevice; finish(i: number, len?: number): void; count(): number } {
+  const finishers: ((len: number) => void)[] = [];
+  return {
+    device: answeringWith(() => new Promise<number>((r) => finishers.push(r))),
+    finish: (i, len = 0) => finishers[i]!(len),
+    count: () => finishers.length,
+  };
+}
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('drained(queue): at once when the model holds nothing from it; otherwise once its last held chain is answered and published, not before', async () => {
+  const m = heldAnswers();
+  const h = harness(m.device);
+  const driver = bringUp(h);
+  let early = false;
+  void h.runtime.drained(0).then(() => (early = true));
+  // A queue the device does not have holds nothing either.
+  let other = false;
+  void h.runtime.drained(3).then(() => (other = true));
+  await turn();
+  assert.equal(early, true, 'nothing held: resolved');
+  assert.equal(other, true);
+  request(driver, 0, 1);
+  request(driver, 1, 2);
+  h.runtime.notify(0);
+  assert.equal(m.count(), 2);
+  const usedAtDrain: (number | null)[] = [];
+  let drained = 0;
+  const waits = [h.runtime.drained(0), h.runtime.drained(0)].map((p) => p.then(() => (drained++, usedAtDrain.push(h.interrupts.length))));
+  m.finish(1, 12);
+  await turn();
+  assert.equal(drained, 0, 'one chain still held');
+  m.finish(0, 12);
+  await Promise.all(waits);
+  assert.equal(drained, 2, 'every waiter woken');
+  assert.deepEqual(usedAtDrain, [2, 2], 'after both used elements were published, each notified');
+  assert.deepEqual([driver.getUsed(), driver.getUsed()], [{ token: 2, len: 12 }, { token: 1, len: 12 }]);
+  // The waiters were let go: a new hold makes a new wait.
+  request(driver, 0, 3);
+  h.runtime.notify(0);
+  let third = false;
+  void h.runtime.drained(0).then(() => (third = true));
+  await turn();
+  assert.equal(third, false);
+  m.finish(2, 12);
+  await turn();
+  await turn();
+  assert.equal(third, true);
+});
+
+test('drained(queue): a chain revoked by a reset ends the wait (its late answer is dropped)', async () => {
+  const m = heldAnswers();
+  const h = harness(m.device);
+  const driver = bringUp(h);
+  request(driver, 0, 1);
+  h.runtime.notify(0);
+  let done = false;
+  void h.runtime.drained(0).then(() => (done = true));
+  await turn();
+  assert.equal(done, false);
+  h.runtime.writeStatus(0);
+  await turn();
+  assert.equal(done, true, 'the reset revoked the held chain');
+  assert.equal(h.runtime.queueStatus(0).held, 0);
+  m.finish(0, 12);
+  await h.runtime.settled();
+  assert.equal(driver.getUsed(), null, 'the late answer was dropped');
+});
+
+test('settled(): at once with nothing owed; otherwise after every answer owed at the call, those of a reset queue included', async () => {
+  const m = heldAnswers();
+  const h = harness(m.device);
+  let first = false;
+  void h.runtime.settled().then(() => (first = true));
+  await turn();
+  assert.equal(first, true, 'nothing owed');
+  const driver = bringUp(h);
+  request(driver, 0, 1);
+  request(driver, 1, 2);
+  h.runtime.notify(0);
+  h.runtime.writeStatus(0); // the queue stops; the model still owes both answers
+  assert.equal(h.runtime.owedCount, 2);
+  let settled = false;
+  const wait = h.runtime.settled().then(() => (settled = true));
+  m.finish(0);
+  await turn();
+  assert.equal(settled, false, 'one answer still owed');
+  m.finish(1);
+  await wait;
+  assert.equal(settled, true);
+  assert.equal(h.runtime.owedCount, 0);
+});
+
+test('no queue is active before the driver sets one up: activeQueue is null (not undefined)', () => {
+  const h = harness(new RecordingModel());
+  assert.strictEqual(h.runtime.activeQueue(0), null);
+  assert.strictEqual(h.runtime.activeQueue(1), null);
+});
+
+/** A model that resets the device from inside handleChain on the `at`-th chain (0-based), then answers it. */
+function resettingOn(at: number, h: () => ReturnType<typeof harness>, seen: number[]): VirtioDevice {
+  return answeringWith((chain) => {
+    seen.push(chain.head);
+    if (seen.length === at + 1) h().runtime.writeStatus(0);
+    return 0;
+  });
+}
+
+test('a reset from inside handleChain ends the pass: the chain answered after it is not published, the next chain is not popped', () => {
+  const seen: number[] = [];
+  // eslint-disable-next-line prefer-const
+  let h!: ReturnType<typeof harness>;
+  h = harness(resettingOn(1, () => h, seen));
+  const driver = bringUp(h);
+  request(driver, 0, 1);
+  request(driver, 1, 2);
+  request(driver, 2, 3);
+  h.runtime.notify(0);
+  assert.deepEqual(seen, [0, 2], 'the third chain was not handed over');
+  assert.deepEqual(driver.getUsed(), { token: 1, len: 0 }, 'the first answer went out before the reset');
+  assert.equal(driver.getUsed(), null, 'the answer given after the reset is not published');
+  assert.deepEqual(h.interrupts, [0]);
+  assert.equal(h.runtime.status, 0);
+});
+
+test('a reset from inside handleChain during resubmit(): the rest is not handed over, nothing is published', () => {
+  const seen: number[] = [];
+  // eslint-disable-next-line prefer-const
+  let h!: ReturnType<typeof harness>;
+  h = harness(resettingOn(0, () => h, seen));
+  const driver = bringUp(h);
+  request(driver, 0, 1);
+  request(driver, 1, 2);
+  h.runtime.resubmit(0, [0, 2]);
+  assert.deepEqual(seen, [0], 'the second chain was not handed to a reset device');
+  assert.equal(driver.getUsed(), null);
+  assert.deepEqual(h.interrupts, []);
+});
+
+test('a host whose interrupt callback resets the device at once (re-entrant, in one thread): the pass stops, no chain of the reset queue reaches the model', () => {
+  const seen: number[] = [];
+  const h = harness(answeringWith((chain) => (seen.push(chain.head), 0)));
+  const driver = bringUp(h);
+  for (let i = 0; i < 3; i++) request(driver, i, i + 1);
+  h.onInterrupt = () => {
+    if (h.runtime.status !== 0) h.runtime.writeStatus(0);
+  };
+  h.runtime.notify(0);
+  assert.deepEqual(seen, [0], 'only the chain answered before the reset');
+  assert.deepEqual(driver.getUsed(), { token: 1, len: 0 });
+  assert.equal(driver.getUsed(), null);
+  assert.equal(h.runtime.status, 0);
+});
