@@ -310,3 +310,84 @@ test('vring_add records direct and indirect adds, and nothing is recorded for ev
   });
   assert.deepEqual(off.names(), []);
 });
+
+// ---- addresses, allocation edge cases, deferred publication
+
+test('buffer addresses above 4 GiB whose low half is ≥ 2^31: direct descriptors and indirect entries carry both halves (§2.7.5 le64 addr)', () => {
+  const HIGH = 0x1_8000_1000; // high half 1, low half 0x8000_1000
+  const low = new SharedArrayBuffer(1 << 16);
+  const high = new SharedArrayBuffer(1 << 12);
+  const memory = new GuestMemory([
+    { guestAddr: BASE, size: low.byteLength, buffer: low },
+    { guestAddr: HIGH, size: high.byteLength, buffer: high },
+  ]);
+  const ring = packedLayout(BASE, 8);
+  let tables = BASE + 0x1000;
+  const driver = new DriverQueue<number>(memory, ringViewsFromGuest(memory, ring), {
+    eventIdx: false,
+    indirect: true,
+    allocIndirect: (n) => ((tables += 0x100), tables - 0x100 + 0 * n),
+  });
+  const device = new DeviceQueue(memory, ringViewsFromGuest(memory, ring), { eventIdx: false, indirect: true });
+  memory.write(HIGH, Uint8Array.of(1, 2, 3, 4));
+  memory.write(HIGH + 0x10, Uint8Array.of(5, 6, 7, 8));
+  // One element: a direct descriptor.
+  assert.ok(driver.add([{ addr: HIGH, len: 4 }], [], 1));
+  assert.deepEqual(descAt(memory, ring.desc, 0), [HIGH, 4, 0, 0]);
+  // Two elements: an indirect table.
+  assert.ok(driver.add([{ addr: HIGH, len: 4 }, { addr: HIGH + 0x10, len: 4 }], [{ addr: HIGH + 0x20, len: 8 }], 2));
+  assert.deepEqual(descAt(memory, BASE + 0x1000, 0), [HIGH, 4, NEXT, 1]);
+  assert.deepEqual(descAt(memory, BASE + 0x1000, 1), [HIGH + 0x10, 4, NEXT, 2]);
+  assert.deepEqual(descAt(memory, BASE + 0x1000, 2), [HIGH + 0x20, 8, WRITE, 0]);
+  // The device half finds the same bytes.
+  const a = device.pop()!;
+  assert.deepEqual([...a.readable[0]!], [1, 2, 3, 4]);
+  const b = device.pop()!;
+  assert.deepEqual(b.readable.map((s) => [...s]), [[1, 2, 3, 4], [5, 6, 7, 8]]);
+  assert.equal(b.writableLength, 8);
+});
+
+test('an allocator with no room for a table (null): the buffer goes direct', () => {
+  const r = driverRing(8, { indirect: true });
+  const driver = new DriverQueue<number>(r.memory, ringViewsFromGuest(r.memory, r.ring), { eventIdx: false, indirect: true, allocIndirect: () => null, freeIndirect: (a) => r.freed.push(a) });
+  assert.ok(driver.add([{ addr: BASE + 0x2000, len: 4 }, { addr: BASE + 0x2010, len: 4 }], [{ addr: BASE + 0x2020, len: 4 }], 1));
+  assert.deepEqual(descAt(r.memory, r.ring.desc, 0), [BASE + 0x2000, 4, NEXT, 1]);
+  assert.deepEqual(descAt(r.memory, r.ring.desc, 2), [BASE + 0x2020, 4, WRITE, 0]);
+  const chain = r.device.pop()!;
+  r.device.addUsed(chain.head, 4);
+  r.device.publishUsed();
+  assert.equal(driver.getUsedToken(), 1);
+  assert.deepEqual(r.freed, [], 'nothing to give back');
+});
+
+test('an indirect table at guest address 0 is given back; its head reused for a direct buffer gives back nothing more', () => {
+  const buffer = new SharedArrayBuffer(1 << 16);
+  const memory = new GuestMemory([{ guestAddr: 0, size: buffer.byteLength, buffer }]);
+  const ring = packedLayout(0x1000, 4);
+  const freed: number[] = [];
+  const driver = new DriverQueue<number>(memory, ringViewsFromGuest(memory, ring), { eventIdx: false, indirect: true, allocIndirect: () => 0, freeIndirect: (a) => freed.push(a) });
+  const device = new DeviceQueue(memory, ringViewsFromGuest(memory, ring), { eventIdx: false, indirect: true });
+  const roundTrip = (out: { addr: number; len: number }[], token: number): void => {
+    assert.ok(driver.add(out, [], token));
+    const c = device.pop()!;
+    device.addUsed(c.head, 0);
+    device.publishUsed();
+    assert.equal(driver.getUsedToken(), token);
+  };
+  roundTrip([{ addr: 0x8000, len: 4 }, { addr: 0x8010, len: 4 }], 1);
+  assert.deepEqual(freed, [0], 'the table at 0 came back');
+  roundTrip([{ addr: 0x8000, len: 4 }], 2);
+  assert.deepEqual(freed, [0], 'a direct buffer on the same head frees no table');
+});
+
+test('add(…, publish = false) writes the ring but not avail.idx until publish()', () => {
+  const r = driverRing(8);
+  assert.ok(r.driver.add([{ addr: BASE + 0x2000, len: 4 }], [], 1, false));
+  assert.ok(r.driver.add([{ addr: BASE + 0x2010, len: 4 }], [], 2, false));
+  const views = ringViewsFromGuest(r.memory, r.ring);
+  assert.equal(Atomics.load(views.avail, 1), 0, 'not yet published');
+  assert.equal(r.device.pop(), null);
+  r.driver.publish();
+  assert.equal(Atomics.load(views.avail, 1), 2);
+  assert.notEqual(r.device.pop(), null);
+});
