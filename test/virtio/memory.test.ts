@@ -49,6 +49,9 @@ test('joinAddress keeps 53-bit addresses exact and pushes larger ones out of ran
   assert.equal(joinAddress(0x89abcdef, 0x1234), 0x1234_89abcdef);
   assert.equal(joinAddress(0xffffffff, 0x1fffff), Number.MAX_SAFE_INTEGER);
   assert.ok(joinAddress(0, 0x200000) > Number.MAX_SAFE_INTEGER);
+  // Exactly 2^53 for every address at or above it (2^53 + 3 is not a double: it would round to 2^53 + 4).
+  assert.equal(joinAddress(3, 0x200000), 2 ** 53);
+  assert.equal(joinAddress(0xffffffff, 0xffffffff), 2 ** 53);
   assert.ok(joinAddress(0xfffffff0, 0xffffffff) > Number.MAX_SAFE_INTEGER);
 });
 

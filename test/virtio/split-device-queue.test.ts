@@ -203,6 +203,17 @@ test('a chain of exactly 2^32 bytes is accepted, one byte more is refused (§2.7
   );
 });
 
+test('readable and writable bytes count together toward the 2^32 limit: 2 GiB + 1 read and 2 GiB written is refused', () => {
+  const { device, r } = hugeRing();
+  writeDesc(r, 0, 2 * GiB, GiB, NEXT, 1);
+  writeDesc(r, 1, 4 * GiB, GiB, NEXT, 2);
+  writeDesc(r, 2, 6 * GiB, 1, NEXT, 3);
+  writeDesc(r, 3, 8 * GiB, GiB, NEXT | WRITE, 4);
+  writeDesc(r, 4, 10 * GiB, GiB, WRITE);
+  makeAvailable(r, 0);
+  assert.equal(virtioError(() => device.pop()).code, 'DESC_CHAIN_TOO_LONG');
+});
+
 // ---- indirect table entries are 64-bit little-endian addresses (§2.7.5: le64 addr)
 
 test('an indirect table entry pointing above 4 GiB is walked and shown with its full address', () => {
