@@ -124,6 +124,7 @@ describe('serveDevice: the socket file', () => {
         { socketGroup: gid, mode: 0o777 & ~umask, gid },
         { socketGroup: 0xffffffff, mode: 0o777 & ~umask, gid: process.getgid!() }, // (gid_t)-1: no change
         { mode: 0o777 & ~umask, gid: process.getgid!() },
+        { socketGroup: 0, socketMode: 0o660, mode: 0o660, gid: 0 }, // gid 0 is a gid (root's group)
       ];
       for (const [i, c] of cases.entries()) {
         const socketPath = path.join(dir, `m${i}.sock`);
@@ -137,6 +138,7 @@ describe('serveDevice: the socket file', () => {
           assert.ok(st.isSocket());
           assert.equal(st.mode & 0o7777, c.mode, `case ${i} mode`);
           assert.equal(st.gid, c.gid, `case ${i} gid`);
+          assert.equal(st.uid, process.getuid!(), `case ${i}: the owner is left alone (chown uid -1)`);
           assert.equal(s.socketPath, socketPath);
         } finally {
           await s.close();
@@ -337,6 +339,29 @@ describe('serveDevice: connections, idle(), close()', () => {
         assert.equal(existsSync(socketPath), false);
         await assert.rejects(VirtioTestClient.connect({ socketPath }));
       } finally {
+        await s.close();
+      }
+    });
+  });
+
+  it('a front-end that leaves: "front-end N disconnected", no reason; close() twice closes nothing of anyone else', async () => {
+    await inTemp(async (dir) => {
+      const socketPath = path.join(dir, 's.sock');
+      const events: string[] = [];
+      const s = serveDevice({ ...quiet, socketPath, info: (l) => events.push(l) });
+      let other = -1;
+      try {
+        const c = await VirtioTestClient.connect({ socketPath });
+        c.close();
+        await s.idle();
+        assert.deepEqual(events, ['front-end 1 connected', 'front-end 1 disconnected']);
+        await s.close();
+        // The listening fd's number is free now: the next fd made here most likely gets it.
+        other = native.eventfd(0, true);
+        await s.close();
+        assert.equal(native.fdKind(other), 'eventfd', 'a second close() left the fd that reused the number alone');
+      } finally {
+        if (other >= 0) native.close(other);
         await s.close();
       }
     });
