@@ -47,6 +47,7 @@ const scopes = {
       'vhost-user/backend-server',
       'vhost-user/inflight-region',
       'vhost-user/mapped-memory',
+      'vhost-user/frontend-memory',
       'vhost-user/message-channel',
       'vhost-user/get-vring-base-drain',
       'vhost-user/ring-faults',

@@ -73,6 +73,12 @@ describe('vhost-user request validation', () => {
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, lying, [1, 2, 3])), /3 regions in a payload with room for 1$/);
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, encodeMemTable([]), [])), /0 regions/);
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, new Uint8Array(8 + 33), [1])), /not 8 \+ 32 \* n/);
+    // Shorter than the header (it holds the count): refused before the count is read.
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, new Uint8Array(4), [1])), /payload size 4 is not 8 \+ 32 \* n/);
+    // Exactly the limit of 8 regions (VHOST_MEMORY_BASELINE_NREGIONS) is accepted; 9 are not.
+    const fds = (n: number): number[] => Array.from({ length: n }, (_, i) => 10 + i);
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_MEM_TABLE, encodeMemTable(Array(8).fill(region)), fds(8))));
+    expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, encodeMemTable(Array(9).fill(region)), fds(9))), /9 regions, expected 1\.\.8/);
     const nine = encodeMemTable(Array.from({ length: 9 }, () => region));
     expectError(() => checkRequest(msg(Request.SET_MEM_TABLE, nine, [])), /9 regions, expected 1..8/);
   });
@@ -126,6 +132,11 @@ describe('vhost-user request validation', () => {
     new DataView(bad.buffer).setUint32(4, 13, true);
     expectError(() => checkRequest(msg(Request.GET_CONFIG, bad)), /does not match 12 \+ config size 13/);
     expectError(() => checkRequest(msg(Request.SET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(300) }))), /exceeds 256/);
+    // The bounds themselves: an empty config (the header alone) and exactly 256 bytes are well formed.
+    assert.doesNotThrow(() => checkRequest(msg(Request.GET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(0) }))));
+    assert.doesNotThrow(() => checkRequest(msg(Request.SET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(256) }))));
+    expectError(() => checkRequest(msg(Request.SET_CONFIG, encodeConfig({ offset: 0, data: new Uint8Array(257) }))), /config size 257 exceeds 256/);
+    expectError(() => checkRequest(msg(Request.GET_CONFIG, new Uint8Array(11))), /payload size 11 is smaller than the config header/);
     expectError(() => checkRequest(msg(Request.SET_CONFIG, new Uint8Array(4))), /smaller than the config header/);
   });
 
