@@ -154,3 +154,61 @@ describe('InflightBuffer.map: a description that does not fit refuses, and the f
     native.munmap(bytes.buffer as ArrayBuffer);
   });
 });
+
+describe('InflightQueue: the region\'s own bounds and order (from the vhost-user mutation run)', () => {
+  const HEADER = 16;
+  const STATE = 16;
+
+  test('initialise clears the header and the states of the ring\'s size, nothing past them', () => {
+    const bytes = new Uint8Array(inflightQueueRegionSize(16)).fill(0xff);
+    const q = new InflightQueue(bytes);
+    q.initialise(8, 5);
+    assert.deepEqual([q.version, q.descNum, q.usedIdx], [1, 8, 5]);
+    assert.deepEqual([...bytes.subarray(0, 8)], [0, 0, 0, 0, 0, 0, 0, 0], 'features');
+    assert.deepEqual([...bytes.subarray(12, 14)], [0, 0], 'last_batch_head');
+    assert.ok(bytes.subarray(HEADER, HEADER + STATE * 8).every((b) => b === 0), 'the 8 states');
+    assert.ok(bytes.subarray(HEADER + STATE * 8).every((b) => b === 0xff), 'nothing past them');
+  });
+
+  test('recover gives heads in the order taken (not by head), and later takes come after them', () => {
+    const q = new InflightQueue(new Uint8Array(inflightQueueRegionSize(8)));
+    q.initialise(8, 0);
+    for (const h of [5, 2, 7, 0]) q.begin(h);
+    assert.deepEqual(q.recover(0, () => 0), [5, 2, 7, 0]);
+    q.begin(3);
+    assert.deepEqual(q.recover(0, () => 0), [5, 2, 7, 0, 3], 'the counter goes on after the largest recovered');
+  });
+
+  test('counters are le64 (§ "Inflight I/O tracking": u64 counter): the order holds past 255 takes', () => {
+    const q = new InflightQueue(new Uint8Array(inflightQueueRegionSize(512)));
+    q.initialise(512, 0);
+    const order = Array.from({ length: 300 }, (_, i) => 299 - i);
+    for (const h of order) q.begin(h);
+    assert.deepEqual(q.recover(0, () => 0), order);
+  });
+
+  test('settle: only the elements published since the last settle count; heads at or past desc_num are never touched', () => {
+    const q = new InflightQueue(new Uint8Array(inflightQueueRegionSize(8))); // room for 8
+    q.initialise(4, 3);
+    // The 4-entry used ring: used.idx 3 is slot 3 (head 1), 4 is slot 0 (head 2); slots 1, 2 hold a stale id (3, in flight again).
+    const used = [2, 3, 3, 1];
+    q.begin(1);
+    q.begin(2);
+    q.begin(3);
+    q.begin(4); // a head the 4-entry ring cannot have (written here by hand)
+    q.begin(6);
+    // used.idx 3 → 5: heads 1 and 2
+    q.settle(5, (slot) => used[slot]!);
+    assert.deepEqual([1, 2, 3].map((h) => q.isInflight(h)), [false, false, true]);
+    assert.equal(q.isInflight(4), true, 'head 4 (= desc_num) untouched');
+    assert.equal(q.isInflight(6), true);
+    assert.equal(q.usedIdx, 5);
+    // Published: head 4 and head 6 (both past desc_num): nothing of them is cleared.
+    used[1] = 4;
+    used[2] = 6;
+    q.settle(7, (slot) => used[slot]!);
+    assert.deepEqual([q.isInflight(4), q.isInflight(6)], [true, true]);
+    // recover walks desc_num entries only: heads 4 and 6 are not resubmitted.
+    assert.deepEqual(q.recover(7, (slot) => used[slot]!), [3]);
+  });
+});
