@@ -5,10 +5,11 @@
  * that runs an unmap twice. The fd of every add is closed, whether it succeeds or not.
  */
 import assert from 'node:assert/strict';
+import { openSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { GuestMemory } from '../../src/virtio/memory.js';
 import { ProtocolError } from '../../src/vhost-user/codec.js';
-import { MappedMemory } from '../../src/vhost-user/mapped-memory.js';
+import { F_SEAL_SHRINK, MappedMemory } from '../../src/vhost-user/mapped-memory.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import type { MemoryRegionDescription } from '../../src/vhost-user/payloads.js';
 import { memfdMappings } from './helpers.js';
@@ -112,5 +113,65 @@ describe('MappedMemory', () => {
     assert.equal(r.mapping.byteLength, 0, 'detached');
     assert.deepEqual(memfdMappings(), []);
     assert.doesNotThrow(() => unmaps[0]!());
+  });
+});
+
+describe('MappedMemory: sealed memory, neighbours, offsets, lookups (from the vhost-user mutation run)', () => {
+  it('requireSealed: only a memfd sealed against shrinking; an unsealed memfd, one sealed otherwise, and a file are refused, each said', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4, undefined, true);
+    const d = desc(0n, BigInt(PAGE), 0x7f0000000000n);
+    const what = `region gpa 0x0 size 0x${PAGE.toString(16)}`;
+    const tail = 'and sealed memory is required (--require-sealed-memory)';
+    refused(mm, d, `${what}: the fd is a memfd not sealed against shrinking (F_SEAL_SHRINK), ${tail}`);
+    const grow = memfd(PAGE);
+    native.addSeals(grow, 0x0004); // F_SEAL_GROW only
+    assert.throws(() => mm.add(d, grow), { message: `${what}: the fd is a memfd not sealed against shrinking (F_SEAL_SHRINK), ${tail}` });
+    const file = openSync('/proc/self/exe', 'r');
+    assert.throws(() => mm.add(d, file), { message: `${what}: the fd is a file, not a sealed memfd, ${tail}` });
+    const sealed = memfd(PAGE);
+    native.addSeals(sealed, F_SEAL_SHRINK);
+    mm.add(d, sealed);
+    assert.equal(mm.count, 1);
+    mm.clear();
+  });
+
+  it('regions that touch (guest or user addresses end to end) are not overlaps', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4);
+    mm.add(desc(0n, BigInt(PAGE), 0x7f0000000000n), memfd(PAGE));
+    mm.add(desc(BigInt(PAGE), BigInt(PAGE), 0x7f0000000000n + BigInt(PAGE)), memfd(PAGE));
+    mm.add(desc(BigInt(3 * PAGE), BigInt(PAGE), 0x7f0000000000n - BigInt(PAGE)), memfd(PAGE));
+    mm.add(desc(BigInt(2 * PAGE), BigInt(PAGE), 0x7f0000000000n + BigInt(10 * PAGE)), memfd(PAGE)); // just below the third
+    assert.equal(mm.count, 4);
+    mm.clear();
+  });
+
+  it('an offset that is not page-aligned: the region starts at that byte of the fd', () => {
+    const fd = memfd(3 * PAGE);
+    const view = new Uint8Array(native.mmap(fd, 3 * PAGE, 0));
+    view[PAGE + 0x100] = 0x5a;
+    view[2 * PAGE + 0x100 - 1] = 0xa5;
+    native.munmap(view.buffer as ArrayBuffer);
+    const memory = new GuestMemory();
+    const mm = new MappedMemory(memory, 4);
+    mm.add(desc(0x10000n, BigInt(PAGE), 0x7f0000000000n, BigInt(PAGE + 0x100)), fd);
+    assert.equal(memory.readU8(0x10000), 0x5a);
+    assert.equal(memory.readU8(0x10000 + PAGE - 1), 0xa5);
+    mm.clear();
+  });
+
+  it('remove needs guest address, user address and size to match; userSlice stays inside one region', () => {
+    const mm = new MappedMemory(new GuestMemory(), 4);
+    const ua = 0x7f0000000000;
+    mm.add(desc(0x10000n, BigInt(PAGE), BigInt(ua)), memfd(PAGE));
+    assert.equal(mm.remove(desc(0x20000n, BigInt(PAGE), BigInt(ua))), false, 'another guest address');
+    assert.equal(mm.remove(desc(0x10000n, BigInt(PAGE), BigInt(ua + PAGE))), false, 'another user address');
+    assert.equal(mm.remove(desc(0x10000n, BigInt(2 * PAGE), BigInt(ua))), false, 'another size');
+    assert.equal(mm.count, 1);
+    assert.equal(mm.userSlice(ua, PAGE)?.length, PAGE);
+    assert.equal(mm.userSlice(ua + PAGE - 1, 1)?.length, 1);
+    assert.equal(mm.userSlice(ua + PAGE, 0), null, 'the end is not inside');
+    assert.equal(mm.userSlice(ua + PAGE - 1, 2), null, 'past the end');
+    assert.equal(mm.userSlice(ua - 1, 1), null);
+    assert.equal(mm.remove(desc(0x10000n, BigInt(PAGE), BigInt(ua), 0x1000n)), true, 'the offset is ignored');
   });
 });
