@@ -141,6 +141,25 @@ export function leakedFds(before: Map<number, string>): string[] {
   return leaked;
 }
 
+/**
+ * Starts ring 0 of `c`'s connection by hand at `ring` (guest addresses in `c.ram`): SET_VRING_NUM
+ * `size`, SET_VRING_BASE `base`, SET_VRING_ADDR, then SET_VRING_KICK with a new eventfd, which is
+ * returned (the caller closes it).
+ */
+export async function startRingAt(c: VirtioTestClient, size: number, base: number, ring: { desc: number; avail: number; used: number }): Promise<number> {
+  await c.frontend.setVringNum(0, size);
+  await c.frontend.setVringBase(0, base);
+  await c.frontend.setVringAddr(0, { desc: c.ram.userAddr(ring.desc), avail: c.ram.userAddr(ring.avail), used: c.ram.userAddr(ring.used) });
+  const kick = native.eventfd(0, true);
+  try {
+    await c.frontend.setVringKick(0, kick);
+  } catch (e) {
+    native.close(kick);
+    throw e;
+  }
+  return kick;
+}
+
 /** Waits (on the event loop) until `cond()` holds; fails after `ms` with `what`. */
 export async function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;

@@ -22,7 +22,7 @@ import { InflightTrackingDevice } from '../../src/vhost-user/inflight-tracker.js
 import type { DescriptorChain } from '../../src/virtio/chain.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
-import { spawnNode, startServer, tempDir, waitFor } from './helpers.js';
+import { spawnNode, startRingAt, startServer, tempDir, waitFor } from './helpers.js';
 
 const holdingBackend = path.join(repoRoot, 'dist', 'test', 'vhost-user', 'fixtures', 'holding-backend.js');
 
@@ -207,12 +207,8 @@ describe('the inflight buffer and a ring made smaller', () => {
         const ring = (c as unknown as { ring: { desc: number; avail: number; used: number } }).ring;
         const ram = c.ram;
         // A ring of 8 where the ring of 16 was (its parts are smaller; they still do not overlap).
-        await c.frontend.setVringNum(0, 8);
-        await c.frontend.setVringBase(0, base);
-        await c.frontend.setVringAddr(0, { desc: ram.userAddr(ring.desc), avail: ram.userAddr(ring.avail), used: ram.userAddr(ring.used) });
-        const kick = native.eventfd(0, true);
+        const kick = await startRingAt(c, 8, base, ring);
         try {
-          await c.frontend.setVringKick(0, kick);
           assert.match(srv.warnings.at(-1) ?? '', /^vring 0: inflight region \(version 1, 16 descriptors\) does not match a ring of 8: reinitialised$/);
           // The region now describes the ring of 8: used_idx 1 (the request answered), nothing in flight.
           const rt = srv.server.session!.runtime;

@@ -21,7 +21,7 @@ import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testin
 import { native } from '../../src/vhost-user/native/index.js';
 import { ringViewsFromGuest } from '../../src/virtio/ring-views.js';
 import { packedLayout } from '../../src/virtio/split-ring.js';
-import { leakedFds, memfdMappings, openFds, settle, startServer, waitFor, type TestServer } from './helpers.js';
+import { leakedFds, memfdMappings, openFds, settle, startRingAt, startServer, waitFor, type TestServer } from './helpers.js';
 
 /** virtio-test whose completions wait for `release()` while `holding` is on. */
 const DRAIN_MS = 50;
@@ -196,12 +196,8 @@ describe('vhost-user lifecycle with requests in flight', { timeout: 30_000 }, ()
       assert.equal(base, 2);
       const ram = c.ram;
       const moved = packedLayout(ram.alloc(packedLayout(0, 16).bytes, 4096), 16);
-      await c.frontend.setVringNum(0, 16);
-      await c.frontend.setVringBase(0, base);
-      await c.frontend.setVringAddr(0, { desc: ram.userAddr(moved.desc), avail: ram.userAddr(moved.avail), used: ram.userAddr(moved.used) });
-      const kick = native.eventfd(0, true);
+      const kick = await startRingAt(c, 16, base, moved);
       try {
-        await c.frontend.setVringKick(0, kick);
         await c.frontend.setVringEnable(0, true);
         d.holding = false;
         d.release();
