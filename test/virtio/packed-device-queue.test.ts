@@ -194,28 +194,6 @@ test('indirect table entries carry 64-bit addresses (§2.8.13): a buffer above 4
   assert.deepEqual([...r.high.subarray(0x10, 0x14)], [0xef, 0xbe, 0xad, 0xde], 'written above 4 GiB');
 });
 
-test('element() of a direct list has no table; of a list after one in flight, only its own descriptors', () => {
-  const r = makePackedRing(4, { noDriver: true });
-  one(r, 0, 3);
-  assert.equal(r.device.pop()!.head, 3);
-  writePackedDesc(r, 1, BUF, 4, 7, NEXT | AV(1)); // a driver may leave any id in the first descriptor
-  writePackedDesc(r, 2, BUF + 16, 8, 1, WRITE | AV(1));
-  const e = r.device.element()!;
-  assert.deepEqual(e, {
-    head: 1,
-    availIndex: encodeRingIndex(1, 1),
-    readable: 4,
-    writable: 8,
-    descriptorCount: 2,
-    descriptors: [
-      { index: 1, addr: BUF, len: 4, flags: NEXT | AV(1), id: 7 },
-      { index: 2, addr: BUF + 16, len: 8, flags: WRITE | AV(1), id: 1 },
-    ],
-  });
-  assert.equal(r.device.descriptorsInFlight, 1, 'the query took nothing');
-  assert.throws(() => r.device.element(2), rangeError('a packed ring is decoded from its next available position (1), not 2'));
-});
-
 // ------------------------------------------------------------------------------------------
 // completing buffers: argument errors are RangeErrors (device-model bugs), the queue unchanged
 
