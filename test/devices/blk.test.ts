@@ -9,6 +9,7 @@ import {
   BlkType,
   CONFIG_SIZE,
   type BlkDeviceOptions,
+  sliceSegments,
 } from '../../src/devices/blk/device.js';
 import { MemoryStorage } from '../../src/devices/blk/memory-storage.js';
 import type { BlockStorage } from '../../src/devices/blk/storage.js';
@@ -465,3 +466,22 @@ test('a direct chain: the model leaves every non-writable and out-of-chain byte 
     if (!inside) assert.equal(region.bytes[i], before[i], `byte ${i} changed`);
   }
 });
+
+test('sliceSegments: whole segments are passed as they are, cut ones as views of the same memory', () => {
+  const memory = new Uint8Array(64).map((_, i) => i);
+  const segs = [memory.subarray(0, 16), memory.subarray(16, 48), memory.subarray(48, 64)];
+  // header-like start inside the first segment, end inside the last
+  const cut = sliceSegments(segs, 10, 44);
+  assert.deepEqual(cut.map((v) => [v.byteOffset, v.length]), [[10, 6], [16, 32], [48, 6]]);
+  assert.equal(cut[1], segs[1], 'a whole segment: the same view, no new one');
+  cut[2]![0] = 200;
+  assert.equal(memory[48], 200, 'a cut segment is a view, not a copy');
+  // whole segments only; length 0; a start past the end
+  const all = sliceSegments(segs, 0, 64);
+  assert.ok(all.every((v, i) => v === segs[i]));
+  assert.deepEqual(sliceSegments(segs, 5, 0), []);
+  assert.deepEqual(sliceSegments(segs, 64, 10), []);
+  // a slice that starts exactly at a segment boundary and ends at one
+  assert.deepEqual(sliceSegments(segs, 16, 32), [segs[1]]);
+});
+

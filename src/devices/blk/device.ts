@@ -182,7 +182,9 @@ export function sliceSegments(segments: readonly Uint8Array[], start: number, le
       continue;
     }
     const n = Math.min(s.length - start, length);
-    out.push(s.subarray(start, start + n));
+    // A whole segment is passed as it is: a request of many segments (a guest's pages) makes
+    // no new view per segment.
+    out.push(start === 0 && n === s.length ? s : s.subarray(start, start + n));
     length -= n;
     start = 0;
   }
