@@ -11,6 +11,7 @@
  * two segments takes a byte-wise path.
  */
 import type { MemoryRegion } from './memory.js';
+import { SegmentSpans } from './segment-spans.js';
 
 export class DescriptorChain {
   /** Total bytes of all readable segments. */
@@ -96,6 +97,29 @@ export class DescriptorChain {
   /** The device-writable segments, in order. */
   get writable(): Uint8Array[] {
     return (this.views ??= this.makeViews())[1];
+  }
+
+  /**
+   * The `length` bytes from stream offset `start` of the readable (or writable) part as spans
+   * of the guest regions: no view per segment (see SegmentSpans). Shorter when the part is
+   * (and empty after revoke()).
+   */
+  spans(writable: boolean, start: number, length: number): SegmentSpans {
+    const first = writable ? this.readableCount : 0;
+    const end = first + (writable ? this.writableCount : this.readableCount);
+    const out = new SegmentSpans(end - first);
+    for (let i = first; i < end && length > 0; i++) {
+      const len = this.lengthAt(i);
+      if (start >= len) {
+        start -= len;
+        continue;
+      }
+      const n = Math.min(len - start, length);
+      out.add(this.regionAt(i).bytes, this.offsetAt(i) + start, n);
+      length -= n;
+      start = 0;
+    }
+    return out;
   }
 
   /** Device-readable descriptors (QEMU's out_num). */

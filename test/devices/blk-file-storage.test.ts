@@ -7,8 +7,9 @@ import { pathToFileURL } from 'node:url';
 import { after, test } from 'node:test';
 import { blkDefinition } from '../../src/devices/blk/definition.js';
 import { BlkDevice, BlkStatus, BlkType } from '../../src/devices/blk/device.js';
-import { FileStorage, FileStorageError, type AioEngine } from '../../src/devices/blk/file-storage.js';
+import { FileStorage, FileStorageError, RING_BATCH_BYTES, type AioEngine } from '../../src/devices/blk/file-storage.js';
 import { IoRing } from '../../src/devices/blk/io-ring.js';
+import { SegmentSpans } from '../../src/virtio/segment-spans.js';
 import { nativeAvailable } from '../../src/vhost-user/native/index.js';
 import { DeviceHarness } from '../../src/testing/device-harness.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -113,6 +114,97 @@ for (const aio of ENGINES) {
     }
   });
 }
+
+/** `n` spans of `each` bytes over `memory`, every other slot of it (not contiguous), in two bases. */
+function scattered(memory: Uint8Array, n: number, each: number): SegmentSpans {
+  const half = memory.length / 2;
+  const bases = [memory.subarray(0, half), memory.subarray(half)];
+  const s = new SegmentSpans(2);
+  for (let i = 0; i < n; i++) s.add(bases[i % 2]!, Math.floor(i / 2) * 2 * each, each);
+  return s;
+}
+
+for (const aio of ENGINES) {
+  for (const direct of [false, true]) {
+    test(`spans: writeSpans/readSpans move the same bytes as write/read, scattered over two regions (aio=${aio}${direct ? ', --direct' : ''})`, engine(aio), async () => {
+      const file = image(2048 * SECTOR);
+      const s = await FileStorage.open(file, { aio, direct, directAlignment: direct ? SECTOR : undefined });
+      try {
+        // 64 segments of 4 KiB (a guest's pages), and 1100 segments of 512 bytes (more than one
+        // preadv may take: the store splits it)
+        for (const [n, each] of [[64, 4096], [1100, SECTOR]] as const) {
+          const guest = filled(4 * n * each, n);
+          const from = scattered(guest, n, each);
+          await s.writeSpans(8 * SECTOR, from);
+          const expected = new Uint8Array(from.views().flatMap((v) => [...v]));
+          assert.deepEqual(new Uint8Array(readFileSync(file).subarray(8 * SECTOR, 8 * SECTOR + n * each)), expected);
+          const back = new Uint8Array(4 * n * each);
+          const into = scattered(back, n, each);
+          await s.readSpans(8 * SECTOR, into);
+          assert.deepEqual(new Uint8Array(into.views().flatMap((v) => [...v])), expected);
+          for (const v of into.views()) v.fill(0);
+          assert.ok(back.every((b) => b === 0), 'no byte outside the spans was written');
+        }
+      } finally {
+        await s.close();
+      }
+    });
+  }
+}
+
+test('spans: a read-only store refuses writeSpans; a closed one refuses both; a read past the end of a shrunk file fails', engine('io_uring'), async () => {
+  const file = image(64 * SECTOR);
+  const ro = await FileStorage.open(file, { readOnly: true, aio: 'io_uring' });
+  const guest = filled(4 * SECTOR, 9);
+  await assert.rejects(ro.writeSpans(0, scattered(guest, 2, SECTOR)), /read-only/);
+  await ro.close();
+  await assert.rejects(ro.readSpans(0, scattered(guest, 2, SECTOR)), /closed/);
+  const s = await FileStorage.open(file, { aio: 'io_uring' });
+  try {
+    await fsp.truncate(file, 62 * SECTOR); // the file shrinks under the store (its size is still 64 sectors)
+    await assert.rejects(s.readSpans(60 * SECTOR, scattered(new Uint8Array(16 * SECTOR), 8, SECTOR)), /end of file/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('io ring spans: a span outside its base, a bad base index or a table too short is refused (RangeError), nothing queued; the ring goes on', engine('io_uring'), async () => {
+  const file = image(16 * SECTOR);
+  const fd = (await fsp.open(file, 'r+')).fd;
+  const ring = IoRing.open(8);
+  assert.ok(typeof ring !== 'string');
+  try {
+    const memory = new Uint8Array(4 * SECTOR);
+    const bad = (mutate: (s: SegmentSpans) => void) => {
+      const base = memory.subarray(0, 2 * SECTOR);
+      const s = new SegmentSpans(2);
+      s.add(base, 0, SECTOR);
+      s.add(base, SECTOR, SECTOR);
+      mutate(s);
+      return s;
+    };
+    const cases: [string, (s: SegmentSpans) => void][] = [
+      ['one byte past its base', (s) => (s.table[5] = SECTOR + 1)],
+      ['an offset past its base', (s) => (s.table[4] = 2 * SECTOR + 1)],
+      ['a negative offset', (s) => (s.table[4] = -1)],
+      ['a fractional length', (s) => (s.table[5] = 1.5)],
+      ['a base index past the bases', (s) => (s.table[3] = 1)],
+      ['a NaN base index', (s) => (s.table[3] = NaN)],
+      ['a count past the table', (s) => (s.count = 3)],
+      ['a huge length', (s) => (s.table[5] = 2 ** 53)],
+    ];
+    for (const [what, mutate] of cases) {
+      await assert.rejects(ring.read(fd, 0, bad(mutate)), RangeError, what);
+      await assert.rejects(ring.write(fd, 0, bad(mutate)), RangeError, what);
+    }
+    assert.equal(ring.pending, 0);
+    const good = bad(() => {});
+    assert.equal(await ring.write(fd, 0, good), 2 * SECTOR);
+    assert.equal(await ring.read(fd, 0, good), 2 * SECTOR);
+  } finally {
+    await ring.close();
+  }
+});
 
 test('capacity: the size rounded down to 512, the remainder reported and never touched', async () => {
   const file = image(filled(4 * SECTOR + 100, 5));
@@ -350,8 +442,8 @@ for (const aio of ENGINES) {
   });
 }
 
-test('aio=auto (the default): transfers up to 64 KiB go through io_uring, larger ones through the thread pool', engine('io_uring'), async () => {
-  const file = image(1024 * 1024);
+test('aio=auto (the default): io_uring up to 64 KiB, and for larger transfers while one turn\'s batch stays within 1 MiB; the pool beyond', engine('io_uring'), async () => {
+  const file = image(4 * 1024 * 1024);
   const s = await FileStorage.open(file);
   const probe = await fsp.open(file, 'r');
   const handleProto = Object.getPrototypeOf(probe) as { readv(...a: unknown[]): Promise<unknown>; writev(...a: unknown[]): Promise<unknown> };
@@ -370,16 +462,26 @@ test('aio=auto (the default): transfers up to 64 KiB go through io_uring, larger
   try {
     assert.equal(s.aio, 'auto');
     const small = filled(64 * 1024, 3);
-    const large = filled(64 * 1024 + SECTOR, 4);
-    await s.write(0, [small]);
-    await s.write(128 * 1024, [large.subarray(0, 1000), large.subarray(1000)]);
+    const large = filled(RING_BATCH_BYTES, 4);
+    const half = filled(RING_BATCH_BYTES / 2 + SECTOR, 5);
+    await s.write(0, [small]); // small: the ring
+    await s.write(RING_BATCH_BYTES, [large.subarray(0, 1000), large.subarray(1000)]); // alone in its turn: the ring
+    // two in one turn: the second would take the batch past RING_BATCH_BYTES, so the pool copies it
+    await Promise.all([s.write(2 * RING_BATCH_BYTES, [half]), s.write(3 * RING_BATCH_BYTES, [half])]);
+    assert.deepEqual(calls, ['ring write', 'ring write', 'ring write', 'pool write']);
+    calls.length = 0;
     const back1 = new Uint8Array(small.length);
     const back2 = new Uint8Array(large.length);
+    const back3 = new Uint8Array(half.length);
+    const back4 = new Uint8Array(half.length);
     await s.read(0, [back1]);
-    await s.read(128 * 1024, [back2]);
+    await s.read(RING_BATCH_BYTES, [back2]);
+    await Promise.all([s.read(2 * RING_BATCH_BYTES, [back3]), s.read(3 * RING_BATCH_BYTES, [back4])]);
     assert.deepEqual(back1, small);
     assert.deepEqual(back2, large);
-    assert.deepEqual(calls, ['ring write', 'pool write', 'ring read', 'pool read']);
+    assert.deepEqual(back3, half);
+    assert.deepEqual(back4, half);
+    assert.deepEqual(calls, ['ring read', 'ring read', 'ring read', 'pool read']);
   } finally {
     restore.forEach((r) => r());
     await s.close();

@@ -319,8 +319,14 @@ export class BlkDevice implements VirtioDevice {
         const offset = this.byteRange(sectorHi, sectorLo, dataIn / SECTOR_SIZE);
         if (offset === null) return this.answer(chain, BlkStatus.IOERR, 0);
         if (dataIn === 0) return this.answer(chain, BlkStatus.OK, 0);
+        const what = () => `read of ${dataIn} bytes at sector ${offset / SECTOR_SIZE}`;
+        const storage = this.storage;
+        if (storage.readSpans) {
+          const spans = chain.spans(true, 0, dataIn);
+          return this.run(chain, ctx, dataIn, false, what, () => storage.readSpans!(offset, spans));
+        }
         const views = sliceSegments(chain.writable, 0, dataIn);
-        return this.run(chain, ctx, dataIn, false, `read of ${dataIn} bytes at sector ${offset / SECTOR_SIZE}`, () => this.storage.read(offset, views));
+        return this.run(chain, ctx, dataIn, false, what, () => storage.read(offset, views));
       }
       case BlkType.OUT: {
         // §5.2.6.2: IOERR for a write to a read-only device, and no data written.
@@ -328,11 +334,17 @@ export class BlkDevice implements VirtioDevice {
         const offset = this.byteRange(sectorHi, sectorLo, dataOut / SECTOR_SIZE);
         if (offset === null) return this.answer(chain, BlkStatus.IOERR, 0);
         if (dataOut === 0) return this.answer(chain, BlkStatus.OK, 0);
+        const what = () => `write of ${dataOut} bytes at sector ${offset / SECTOR_SIZE}`;
+        const storage = this.storage;
+        if (storage.writeSpans) {
+          const spans = chain.spans(false, HEADER_SIZE, dataOut);
+          return this.run(chain, ctx, 0, true, what, () => storage.writeSpans!(offset, spans));
+        }
         const views = sliceSegments(chain.readable, HEADER_SIZE, dataOut);
-        return this.run(chain, ctx, 0, true, `write of ${dataOut} bytes at sector ${offset / SECTOR_SIZE}`, () => this.storage.write(offset, views));
+        return this.run(chain, ctx, 0, true, what, () => storage.write(offset, views));
       }
       case BlkType.FLUSH:
-        return this.run(chain, ctx, 0, false, 'flush', () => this.storage.flush());
+        return this.run(chain, ctx, 0, false, () => 'flush', () => this.storage.flush());
       case BlkType.GET_ID: {
         const n = Math.min(ID_BYTES, dataIn);
         chain.write(this.serial.subarray(0, n), 0);
@@ -370,7 +382,7 @@ export class BlkDevice implements VirtioDevice {
       if (offset === null) return this.answer(chain, BlkStatus.IOERR, 0);
       if (sectors > 0) extents.push({ offset, length: sectors * SECTOR_SIZE, unmap: (chain.readUint32(at + SEGMENT_FLAGS) & SEGMENT_FLAG_UNMAP) !== 0 });
     }
-    const what = `${discard ? 'discard' : 'write-zeroes'} of ${count} segment${count === 1 ? '' : 's'}`;
+    const what = () => `${discard ? 'discard' : 'write-zeroes'} of ${count} segment${count === 1 ? '' : 's'}`;
     return this.run(chain, ctx, 0, true, what, async () => {
       for (const e of extents) {
         if (discard) await this.storage.discard(e.offset, e.length);
@@ -401,7 +413,8 @@ export class BlkDevice implements VirtioDevice {
     ctx: DeviceContext,
     written: number,
     writes: boolean,
-    what: string,
+    /** What the request was, for the log line of a failure (made only then). */
+    what: () => string,
     op: () => Promise<void>,
   ): Promise<number> {
     const epoch = this.epoch;
@@ -416,7 +429,7 @@ export class BlkDevice implements VirtioDevice {
       written = 0;
       if (this.errorLines < MAX_ERROR_LINES) {
         this.errorLines++;
-        ctx.log(`virtio-blk: ${what} failed: ${(e as Error)?.message ?? String(e)}${this.errorLines === MAX_ERROR_LINES ? ' (further I/O errors are not logged)' : ''}`);
+        ctx.log(`virtio-blk: ${what()} failed: ${(e as Error)?.message ?? String(e)}${this.errorLines === MAX_ERROR_LINES ? ' (further I/O errors are not logged)' : ''}`);
       }
     } finally {
       this.inFlightCount--;

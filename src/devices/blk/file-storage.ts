@@ -50,6 +50,7 @@
 import { constants as fsc, promises as fsp, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { loadNative, type Native } from '../../vhost-user/native/index.js';
+import type { SegmentSpans } from '../../virtio/segment-spans.js';
 import { IoRing } from './io-ring.js';
 import { SECTOR_SIZE, vectorLength, type BlockStorage } from './storage.js';
 
@@ -107,8 +108,15 @@ export interface FileStorageOptions {
 /** How the file store does its I/O (see the module comment). */
 export type AioEngine = 'threads' | 'io_uring' | 'auto';
 
-/** Under aio=auto, the largest transfer that goes through io_uring (larger: the thread pool). */
+/** Under aio=auto, transfers up to this size always go through io_uring. */
 export const RING_MAX_BYTES = 64 * 1024;
+/**
+ * Under aio=auto, a larger transfer goes through io_uring too while the batch of the current
+ * event-loop turn (what one io_uring_enter will copy inline on the loop's thread) stays within
+ * this many bytes; beyond it, through the thread pool, whose threads copy while the loop goes on
+ * answering (docs/performance-blk.md, "Large transfers").
+ */
+export const RING_BATCH_BYTES = 1024 * 1024;
 
 /** Requests one io_uring holds at once (more wait in order). */
 const RING_ENTRIES = 256;
@@ -370,6 +378,20 @@ export class FileStorage implements BlockStorage {
     return this.pwritev(offset, from);
   }
 
+  /** read() of spans: straight to io_uring when it takes the transfer (no view per segment), else as views. */
+  readSpans(offset: number, into: SegmentSpans): Promise<void> {
+    if (this.closed) return this.closedError();
+    if (this.bounce || into.count > IOV_MAX || into.bytes === 0 || !this.viaRing(into.bytes)) return this.read(offset, into.views());
+    return this.ring!.read(this.handle.fd, offset, into).then((n) => (n === into.bytes ? undefined : this.loop(false, offset, into.views(), n)));
+  }
+
+  /** write() of spans (see readSpans). */
+  writeSpans(offset: number, from: SegmentSpans): Promise<void> {
+    if (this.closed) return this.closedError();
+    if (this.readOnly || this.bounce || from.count > IOV_MAX || from.bytes === 0 || !this.viaRing(from.bytes)) return this.write(offset, from.views());
+    return this.ring!.write(this.handle.fd, offset, from).then((n) => (n === from.bytes ? undefined : this.loop(true, offset, from.views(), n)));
+  }
+
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.ring) await this.ring.datasync(this.handle.fd); // either engine: fdatasync covers every completed write
@@ -411,8 +433,13 @@ export class FileStorage implements BlockStorage {
   // ------------------------------------------------------------------ buffered I/O
 
   /** One preadv/pwritev of at most IOV_MAX buffers, by the engine in use: bytes transferred. */
+  /** Whether a transfer of `bytes` goes through io_uring (see RING_MAX_BYTES, RING_BATCH_BYTES). */
+  private viaRing(bytes: number): boolean {
+    return this.ring !== undefined && (bytes <= this.ringMax || this.ring.batchBytes + bytes <= RING_BATCH_BYTES);
+  }
+
   private transfer(write: boolean, position: number, vector: readonly Uint8Array[], bytes: number): Promise<number> {
-    if (this.ring && bytes <= this.ringMax) return write ? this.ring.write(this.handle.fd, position, vector) : this.ring.read(this.handle.fd, position, vector);
+    if (this.viaRing(bytes)) return write ? this.ring!.write(this.handle.fd, position, vector) : this.ring!.read(this.handle.fd, position, vector);
     return write
       ? this.handle.writev(vector as Uint8Array[], position).then((r) => r.bytesWritten)
       : this.handle.readv(vector as Uint8Array[], position).then((r) => r.bytesRead);

@@ -13,6 +13,8 @@
  */
 import { constants as osc } from 'node:os';
 import { loadNative, type Native, type Watch } from '../../vhost-user/native/index.js';
+import { SegmentSpans } from '../../virtio/segment-spans.js';
+import { vectorLength } from './storage.js';
 
 type Ring = object;
 
@@ -22,6 +24,8 @@ interface IoRingNative {
   ioRingEventfd(ring: Ring): number;
   ioRingEntries(ring: Ring): number;
   ioRingQueue(ring: Ring, op: number, fd: number, position: number, buffers: readonly Uint8Array[], tag: number): boolean;
+  /** Absent from an addon built before it: then spans are queued as views. */
+  ioRingQueueSpans?(ring: Ring, op: number, fd: number, position: number, bases: readonly Uint8Array[], table: Float64Array, count: number, tag: number): boolean;
   ioRingSubmit(ring: Ring): number;
   ioRingReap(ring: Ring, out: Int32Array): number;
   ioRingClose(ring: Ring): void;
@@ -41,11 +45,14 @@ function errnoError(errno: number, what: string): NodeJS.ErrnoException {
   return e;
 }
 
+/** A transfer's buffers: one view each, or spans of a few regions (SegmentSpans). */
+type Buffers = readonly Uint8Array[] | SegmentSpans;
+
 interface Waiting {
   op: number;
   fd: number;
   position: number;
-  buffers: readonly Uint8Array[];
+  buffers: Buffers;
   resolve: (n: number) => void;
   reject: (e: Error) => void;
 }
@@ -54,13 +61,15 @@ export class IoRing {
   /** Per tag: the request's callbacks and buffers (kept referenced until the completion). */
   private readonly resolvers: (((n: number) => void) | undefined)[];
   private readonly rejecters: (((e: Error) => void) | undefined)[];
-  private readonly buffers: (readonly Uint8Array[] | undefined)[];
+  private readonly buffers: (Buffers | undefined)[];
   private readonly ops: Uint8Array;
   private readonly freeTags: number[];
   private readonly waiting: Waiting[] = [];
   private readonly out: Int32Array;
   private readonly watch: Watch;
   private queued = 0;
+  /** Bytes of the reads and writes asked for since the last submission. */
+  private batched = 0;
   private submitScheduled = false;
   private inKernel = 0;
   private closed = false;
@@ -104,19 +113,31 @@ export class IoRing {
     return new IoRing(addon as IoRingNative, ring, native);
   }
 
-  /** Reads into `buffers` (in order) from `position`; resolves with the bytes read (short at the end of the file). */
-  read(fd: number, position: number, buffers: readonly Uint8Array[]): Promise<number> {
+  /**
+   * Reads into `buffers` (in order) from `position`; resolves with the bytes read (short at the
+   * end of the file). Spans (at most 1024) go to the kernel without a view per buffer; the
+   * addon checks each lies inside its base.
+   */
+  read(fd: number, position: number, buffers: Buffers): Promise<number> {
     return this.request(OP_READ, fd, position, buffers);
   }
 
   /** Writes `buffers` (in order) at `position`; resolves with the bytes written. */
-  write(fd: number, position: number, buffers: readonly Uint8Array[]): Promise<number> {
+  write(fd: number, position: number, buffers: Buffers): Promise<number> {
     return this.request(OP_WRITE, fd, position, buffers);
   }
 
   /** fdatasync(fd). */
   datasync(fd: number): Promise<void> {
     return this.request(OP_DATASYNC, fd, 0, []).then(() => undefined);
+  }
+
+  /**
+   * Bytes of the reads and writes asked for since the last submission: what the next
+   * io_uring_enter copies inline on this thread when the pages are cached.
+   */
+  get batchBytes(): number {
+    return this.batched;
   }
 
   /** Requests not yet completed (with the kernel or waiting for room). */
@@ -133,23 +154,24 @@ export class IoRing {
     this.addon.ioRingClose(this.ring);
   }
 
-  private request(op: number, fd: number, position: number, buffers: readonly Uint8Array[]): Promise<number> {
+  private request(op: number, fd: number, position: number, buffers: Buffers): Promise<number> {
     if (this.closed) return Promise.reject(new Error('the io ring is closed'));
+    if (op !== OP_DATASYNC) this.batched += buffers instanceof SegmentSpans ? buffers.bytes : vectorLength(buffers);
     return new Promise<number>((resolve, reject) => {
       if (this.freeTags.length === 0 || this.waiting.length > 0) this.waiting.push({ op, fd, position, buffers, resolve, reject });
       else this.enqueue(op, fd, position, buffers, resolve, reject);
     });
   }
 
-  private enqueue(op: number, fd: number, position: number, buffers: readonly Uint8Array[], resolve: (n: number) => void, reject: (e: Error) => void): void {
+  private enqueue(op: number, fd: number, position: number, buffers: Buffers, resolve: (n: number) => void, reject: (e: Error) => void): void {
     const tag = this.freeTags.pop()!;
     let ok: boolean;
     try {
-      ok = this.addon.ioRingQueue(this.ring, op, fd, position, buffers, tag);
+      ok = this.queue(op, fd, position, buffers, tag);
       if (!ok) {
         // The SQ (or its iovec arena) is full of requests not yet submitted: submit, retry once.
         this.submit();
-        ok = this.addon.ioRingQueue(this.ring, op, fd, position, buffers, tag);
+        ok = this.queue(op, fd, position, buffers, tag);
       }
     } catch (e) {
       this.freeTags.push(tag);
@@ -173,8 +195,18 @@ export class IoRing {
     }
   }
 
+  /** One SQE for the request (false: no room until a submit). */
+  private queue(op: number, fd: number, position: number, buffers: Buffers, tag: number): boolean {
+    if (!(buffers instanceof SegmentSpans)) return this.addon.ioRingQueue(this.ring, op, fd, position, buffers, tag);
+    if (this.addon.ioRingQueueSpans && buffers.count > 0) {
+      return this.addon.ioRingQueueSpans(this.ring, op, fd, position, buffers.bases, buffers.table, buffers.count, tag);
+    }
+    return this.addon.ioRingQueue(this.ring, op, fd, position, buffers.views(), tag);
+  }
+
   private submit(): void {
     this.submitScheduled = false;
+    this.batched = 0;
     if (this.queued === 0) return;
     try {
       this.queued -= this.addon.ioRingSubmit(this.ring);

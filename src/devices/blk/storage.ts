@@ -8,7 +8,8 @@
  *    (multiples of 512, inside [0, size)), so an implementation need not check them again
  *    (it may, and reject).
  *  - read/write take vectors: the model passes the views of the descriptor chain's data
- *    segments as they are (no copy). `into`/`from` are consumed in order, as one byte stream.
+ *    segments as they are (no copy), or, to a store with readSpans/writeSpans, the same
+ *    segments as spans of the guest's memory regions. `into`/`from` are consumed in order, as one byte stream.
  *    The promise settles only after the last byte has been transferred: the model answers the
  *    request (and gives the chain back to the driver) when it settles, so an implementation
  *    must not touch the views afterwards.
@@ -17,6 +18,8 @@
  *  - Requests may be in flight concurrently (several queues, many requests per queue); the
  *    store serves them in any order, as a disk would (§5.2.6: "serviced (probably out of order)").
  */
+
+import type { SegmentSpans } from '../../virtio/segment-spans.js';
 
 /** §5.2.6: sectors are always 512 bytes in the protocol, whatever blk_size says. */
 export const SECTOR_SIZE = 512;
@@ -40,6 +43,14 @@ export interface BlockStorage {
   read(offset: number, into: readonly Uint8Array[]): Promise<void>;
   /** Stores the bytes of `from`, in order, at `offset` on. */
   write(offset: number, from: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional: read() with the buffers given as spans of guest memory regions instead of one
+   * view each (no object per segment: a chain of 64 pages makes none). The model uses it when
+   * present; `spans.views()` gives the views where a store needs them.
+   */
+  readSpans?(offset: number, into: SegmentSpans): Promise<void>;
+  /** Optional: write() from spans (see readSpans). */
+  writeSpans?(offset: number, from: SegmentSpans): Promise<void>;
   /** Makes every completed write stable (VIRTIO_BLK_T_FLUSH, §5.2.6.2). */
   flush(): Promise<void>;
   /** The range's contents become unspecified; the store MAY deallocate it (VIRTIO_BLK_T_DISCARD). */

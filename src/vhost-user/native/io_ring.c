@@ -18,6 +18,9 @@
  *   ioRingQueue(ring, op, fd, position, buffers, tag) -> false when the SQ is full
  *        op 0 read, 1 write (buffers: Uint8Array[]; one buffer uses READ/WRITE, more READV/WRITEV),
  *        op 2 fdatasync (buffers ignored). tag: a uint32 returned with the completion.
+ *   ioRingQueueSpans(ring, op, fd, position, bases, table, count, tag) -> as ioRingQueue, the
+ *        buffers given as `count` spans (base index, offset, length) of `bases` (Uint8Arrays)
+ *        in a Float64Array: no object per buffer, each span checked to lie inside its base.
  *   ioRingSubmit(ring)               -> SQEs the kernel took (0 when it is busy: reap, retry)
  *   ioRingReap(ring, out Int32Array) -> completions written to out as (tag, result) pairs;
  *        result is bytes transferred or a negated errno.
@@ -301,42 +304,84 @@ static struct iovec *iov_take(io_ring *r, size_t n) {
   return v;
 }
 
-static napi_value IoRingQueue(napi_env env, napi_callback_info info) {
-  napi_value argv[6], result;
-  if (!get_args(env, info, 6, argv)) return NULL;
-  io_ring *r = ring_arg(env, argv[0], NULL);
-  if (r == NULL) return NULL;
+/* The arguments every queue call shares: ring, op, fd, position (argv[0..3]) and the tag. */
+typedef struct {
+  io_ring *r;
   uint32_t op, tag;
   int32_t fd;
   double position;
-  if (napi_get_value_uint32(env, argv[1], &op) != napi_ok || op > 2) {
+} queue_args;
+
+static bool parse_queue_args(napi_env env, napi_value *argv, napi_value tag, queue_args *a) {
+  a->r = ring_arg(env, argv[0], NULL);
+  if (a->r == NULL) return false;
+  if (napi_get_value_uint32(env, argv[1], &a->op) != napi_ok || a->op > 2) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "io ring op must be 0 (read), 1 (write) or 2 (fdatasync)");
-    return NULL;
+    return false;
   }
-  if (napi_get_value_int32(env, argv[2], &fd) != napi_ok || fd < 0) {
+  if (napi_get_value_int32(env, argv[2], &a->fd) != napi_ok || a->fd < 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a non-negative integer");
-    return NULL;
+    return false;
   }
-  if (napi_get_value_double(env, argv[3], &position) != napi_ok || !(position >= 0) || position > 9007199254740991.0 ||
-      position != (double)(uint64_t)position) {
+  if (napi_get_value_double(env, argv[3], &a->position) != napi_ok || !(a->position >= 0) || a->position > 9007199254740991.0 ||
+      a->position != (double)(uint64_t)a->position) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "position must be an integer in [0, 2^53)");
-    return NULL;
+    return false;
   }
-  if (napi_get_value_uint32(env, argv[5], &tag) != napi_ok) {
+  if (napi_get_value_uint32(env, tag, &a->tag) != napi_ok) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "tag must be a uint32");
-    return NULL;
+    return false;
   }
+  return true;
+}
+
+/* The next free SQE, zeroed, or NULL when the SQ is full. */
+static struct io_uring_sqe *sqe_next(io_ring *r) {
   unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
   unsigned tail = *r->sq_tail;
-  if (tail - head >= r->sq_entries) {
+  if (tail - head >= r->sq_entries) return NULL;
+  struct io_uring_sqe *sqe = &r->sqes[tail & *r->sq_mask];
+  memset(sqe, 0, sizeof *sqe);
+  return sqe;
+}
+
+/* Fills `sqe` for a read or write of n iovecs (one: READ/WRITE; more: READV/WRITEV) and queues it. */
+static void sqe_queue_rw(io_ring *r, struct io_uring_sqe *sqe, const queue_args *a, struct iovec *v, uint32_t n) {
+  sqe->fd = a->fd;
+  sqe->user_data = a->tag;
+  if (n == 1) {
+    sqe->opcode = a->op == 0 ? IORING_OP_READ : IORING_OP_WRITE;
+    sqe->addr = (uint64_t)(uintptr_t)v[0].iov_base;
+    sqe->len = (uint32_t)(v[0].iov_len > 0x7ffff000 ? 0x7ffff000 : v[0].iov_len);
+  } else {
+    sqe->opcode = a->op == 0 ? IORING_OP_READV : IORING_OP_WRITEV;
+    sqe->addr = (uint64_t)(uintptr_t)v;
+    sqe->len = n;
+  }
+  sqe->off = (uint64_t)a->position;
+}
+
+static void sq_push(io_ring *r) {
+  unsigned tail = *r->sq_tail;
+  r->sq_array[tail & *r->sq_mask] = tail & *r->sq_mask;
+  __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+  r->sq_queued++;
+}
+
+static napi_value IoRingQueue(napi_env env, napi_callback_info info) {
+  napi_value argv[6], result;
+  if (!get_args(env, info, 6, argv)) return NULL;
+  queue_args a;
+  if (!parse_queue_args(env, argv, argv[5], &a)) return NULL;
+  io_ring *r = a.r;
+  struct io_uring_sqe *sqe = sqe_next(r);
+  if (sqe == NULL) {
     napi_get_boolean(env, false, &result);
     return result;
   }
-  struct io_uring_sqe *sqe = &r->sqes[tail & *r->sq_mask];
-  memset(sqe, 0, sizeof *sqe);
-  sqe->fd = fd;
-  sqe->user_data = tag;
-  if (op == 2) {
+  if (a.op == 2) {
+    sqe->fd = a.fd;
+    sqe->user_data = a.tag;
     sqe->opcode = IORING_OP_FSYNC;
     sqe->fsync_flags = IORING_FSYNC_DATASYNC;
   } else {
@@ -369,20 +414,93 @@ static napi_value IoRingQueue(napi_env env, napi_callback_info info) {
       v[i].iov_base = data;
       v[i].iov_len = len;
     }
-    if (n == 1) {
-      sqe->opcode = op == 0 ? IORING_OP_READ : IORING_OP_WRITE;
-      sqe->addr = (uint64_t)(uintptr_t)one.iov_base;
-      sqe->len = (uint32_t)(one.iov_len > 0x7ffff000 ? 0x7ffff000 : one.iov_len);
-    } else {
-      sqe->opcode = op == 0 ? IORING_OP_READV : IORING_OP_WRITEV;
-      sqe->addr = (uint64_t)(uintptr_t)v;
-      sqe->len = n;
-    }
-    sqe->off = (uint64_t)position;
+    sqe_queue_rw(r, sqe, &a, v, n);
   }
-  r->sq_array[tail & *r->sq_mask] = tail & *r->sq_mask;
-  __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
-  r->sq_queued++;
+  sq_push(r);
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* Regions one spans call may name (vhost-user allows at most a few hundred memory regions). */
+#define MAX_SPAN_BASES 512
+
+/*
+ * ioRingQueueSpans(ring, op, fd, position, bases, table, count, tag): a read or write whose
+ * buffers are given as spans of a few large Uint8Arrays (the guest's memory regions) instead
+ * of one view per buffer: table is a Float64Array of (base index, byte offset, length) per
+ * span. Every span is checked to lie inside its base; a bad one throws a RangeError and
+ * queues nothing. One napi lookup per base, none per span: a chain of 64 pages costs one.
+ */
+static napi_value IoRingQueueSpans(napi_env env, napi_callback_info info) {
+  napi_value argv[8], result;
+  if (!get_args(env, info, 8, argv)) return NULL;
+  queue_args a;
+  if (!parse_queue_args(env, argv, argv[7], &a)) return NULL;
+  io_ring *r = a.r;
+  if (a.op > 1) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "spans are for reads (op 0) and writes (op 1)");
+    return NULL;
+  }
+  bool is_array;
+  uint32_t nbases, n;
+  if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[4], &nbases) != napi_ok || nbases < 1 ||
+      nbases > MAX_SPAN_BASES) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "bases must be an array of 1..512 Uint8Arrays");
+    return NULL;
+  }
+  napi_typedarray_type ttype;
+  size_t tlen;
+  void *tdata;
+  if (napi_get_typedarray_info(env, argv[5], &ttype, &tlen, &tdata, NULL, NULL) != napi_ok || ttype != napi_float64_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "table must be a Float64Array");
+    return NULL;
+  }
+  if (napi_get_value_uint32(env, argv[6], &n) != napi_ok || n < 1 || n > MAX_IOV || (size_t)n * 3 > tlen) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count must be 1..1024 and within the table");
+    return NULL;
+  }
+  uint8_t *base_data[MAX_SPAN_BASES];
+  size_t base_len[MAX_SPAN_BASES];
+  for (uint32_t i = 0; i < nbases; i++) {
+    napi_value b;
+    napi_typedarray_type type;
+    void *data;
+    if (napi_get_element(env, argv[4], i, &b) != napi_ok ||
+        napi_get_typedarray_info(env, b, &type, &base_len[i], &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "bases must be Uint8Arrays");
+      return NULL;
+    }
+    base_data[i] = data;
+  }
+  struct io_uring_sqe *sqe = sqe_next(r);
+  if (sqe == NULL) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  struct iovec one, *v = &one;
+  if (n > 1) {
+    v = iov_take(r, n);
+    if (v == NULL) {
+      napi_get_boolean(env, false, &result); /* submit first, then the arena can grow */
+      return result;
+    }
+  }
+  const double *t = tdata;
+  for (uint32_t i = 0; i < n; i++) {
+    double bi = t[3 * i], off = t[3 * i + 1], len = t[3 * i + 2];
+    /* Integers, base in range, 0 <= off, 0 <= len, off + len <= the base's length (no overflow:
+     * both are checked against the length first). */
+    if (!(bi >= 0 && bi < nbases && bi == (double)(uint32_t)bi) || !(off >= 0 && off <= (double)base_len[(uint32_t)bi]) ||
+        off != (double)(uint64_t)off || !(len >= 0 && len <= (double)base_len[(uint32_t)bi] - off) || len != (double)(uint64_t)len) {
+      if (n > 1) r->iov_used -= n;
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "a span is not inside its base");
+      return NULL;
+    }
+    v[i].iov_base = base_data[(uint32_t)bi] + (size_t)off;
+    v[i].iov_len = (size_t)len;
+  }
+  sqe_queue_rw(r, sqe, &a, v, n);
+  sq_push(r);
   napi_get_boolean(env, true, &result);
   return result;
 }
@@ -454,7 +572,7 @@ static napi_value IoRingClose(napi_env env, napi_callback_info info) {
 napi_status io_ring_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       FN("ioRingCreate", IoRingCreate), FN("ioRingEventfd", IoRingEventfd), FN("ioRingEntries", IoRingEntries),
-      FN("ioRingQueue", IoRingQueue),   FN("ioRingSubmit", IoRingSubmit),   FN("ioRingReap", IoRingReap),
+      FN("ioRingQueue", IoRingQueue),   FN("ioRingQueueSpans", IoRingQueueSpans),   FN("ioRingSubmit", IoRingSubmit),   FN("ioRingReap", IoRingReap),
       FN("ioRingClose", IoRingClose),
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
