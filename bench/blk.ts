@@ -32,8 +32,8 @@
  *    back-end is unpinned here (QEMU's two TCG vCPU threads need both CPUs); its CPU between
  *    the guest's begin and end lines is read from /proc (schedstat).
  *
- * The image: 256 MiB of pseudo-random bytes in /dev/shm (tmpfs: always in the page cache),
- * build/bench otherwise. Cache mode, both back-ends: buffered I/O through the host page cache
+ * The image: 256 MiB of pseudo-random bytes in build/bench (VIRTIO_BENCH_BLK_DIR to choose; see
+ * imageDir() for why not tmpfs), synced and read once so every page is in the page cache. Cache mode, both back-ends: buffered I/O through the host page cache
  * (TS without --direct; qemu-storage-daemon `cache.direct=off`, its default, as
  * test/helpers/qemu.ts starts it; aio=threads, the default). qemu-storage-daemon also gets
  * `locking=off`: both daemons have the image open at once, and our back-end takes QEMU's image
@@ -51,7 +51,7 @@
  */
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { accessSync, constants, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,29 +140,44 @@ interface Sample {
 
 // ------------------------------------------------------------------ the image and the back-ends
 
-/** A 256 MiB image of pseudo-random bytes (no holes) in /dev/shm, else build/bench. */
-function makeImage(): string {
-  let dir = '/dev/shm';
-  try {
-    accessSync(dir, constants.W_OK);
-  } catch {
-    dir = path.join(repoRoot, 'build', 'bench');
-    mkdirSync(dir, { recursive: true });
-  }
-  const file = path.join(dir, `vt-bench-blk-${process.pid}.img`);
-  const fd = openSync(file, 'w');
+/**
+ * Where the images are made: VIRTIO_BENCH_BLK_DIR, else build/bench — an ordinary file system
+ * (ext4 here), where disk images live. Not /dev/shm by default: tmpfs refuses RWF_NOWAIT
+ * (EOPNOTSUPP on Linux 6.18), so io_uring hands every tmpfs read to its io-wq worker threads
+ * instead of completing it inline, a path no image on a disk file system takes
+ * (docs/performance-blk.md, "The image's file system"). VIRTIO_BENCH_BLK_DIR=/dev/shm measures it.
+ */
+function imageDir(): string {
+  const dir = process.env.VIRTIO_BENCH_BLK_DIR ?? path.join(repoRoot, 'build', 'bench');
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * 256 MiB images of pseudo-random bytes (no holes), the same bytes written the same way to each
+ * of `names` (so their page-cache layouts match), synced, then read once: every page is in the
+ * page cache, clean, before any back-end starts.
+ */
+function makeImages(names: string[]): string[] {
+  const dir = imageDir();
+  const files = names.map((n) => path.join(dir, `vt-bench-blk-${process.pid}${n}.img`));
+  const fds = files.map((f) => openSync(f, 'w+'));
   try {
     const chunk = Buffer.alloc(1 << 20);
     for (let off = 0; off < IMAGE_BYTES; off += chunk.length) {
       randomFillSync(chunk, 0, 4096);
       for (let i = 4096; i < chunk.length; i += 4096) chunk.copy(chunk, i, 0, 4096);
       chunk.writeUInt32LE(off >>> 12, 0);
-      writeSync(fd, chunk, 0, chunk.length, off);
+      for (const fd of fds) writeSync(fd, chunk, 0, chunk.length, off);
+    }
+    for (const fd of fds) {
+      fdatasyncSync(fd);
+      for (let off = 0; off < IMAGE_BYTES; off += chunk.length) readSync(fd, chunk, 0, chunk.length, off);
     }
   } finally {
-    closeSync(fd);
+    fds.forEach((fd) => closeSync(fd));
   }
-  return file;
+  return files;
 }
 
 interface Blk {
@@ -349,10 +364,8 @@ export async function run(opts: SectionOptions): Promise<Row[]> {
   const warm = opts.quick ? 80 : 100;
   const loadBin = buildRef('vhost-user-blk-load', opts.log);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-blk-'));
-  const image = makeImage();
-  // Our two engines run at once and each locks its image (qsd runs with locking=off): a copy.
-  const imageThreads = `${image}.threads`;
-  copyFileSync(image, imageThreads);
+  // Our two engines run at once and each locks its image (qsd runs with locking=off): two images.
+  const [image, imageThreads] = makeImages(['', '-threads']) as [string, string];
   const dropImage = () => {
     rmSync(image, { force: true });
     rmSync(imageThreads, { force: true });
@@ -567,7 +580,7 @@ function threadSplit(a: ReturnType<typeof threadTimes>, b: ReturnType<typeof thr
 async function syscalls(log: (s: string) => void): Promise<void> {
   const loadBin = buildRef('vhost-user-blk-load', log);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vubench-blk-'));
-  const image = makeImage();
+  const [image] = makeImages(['']) as [string];
   const configs: Config[] = [
     { op: 'r', queues: 1, depth: 1, bs: 4096 },
     { op: 'w', queues: 1, depth: 1, bs: 4096 },
