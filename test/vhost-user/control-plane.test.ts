@@ -38,7 +38,7 @@ import { HeaderFlag, ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, V
 import { VirtioTestClient, type VirtioTestClientOptions } from '../../src/testing/virtio-test-client.js';
 import { DescFlags, FeatureBit, Status, bit } from '../../src/virtio/constants.js';
 import { inflightBufferSize } from '../../src/vhost-user/inflight.js';
-import { expectServesNext, leakedFds, memfdMappings, openFds, settle, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
+import { expectServesNext, leakCheckedServer, settle, tempDir, waitFor, type TestServer } from './helpers.js';
 
 const V = HeaderFlag.VERSION;
 const NR = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
@@ -83,8 +83,6 @@ interface Case {
 }
 
 describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or a closed connection', { timeout: 120_000 }, () => {
-  let srv: TestServer;
-  let fdsBefore: Map<number, string>;
   const tmp = tempDir();
   const file = (name: string, bytes = 0x1000): string => {
     const p = path.join(tmp.dir, name);
@@ -94,41 +92,32 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   const dir = path.join(tmp.dir, 'a-directory');
   const fifo = path.join(tmp.dir, 'a-fifo');
 
-  before(async () => {
+  before(() => {
     mkdirSync(dir);
     execFileSync('mkfifo', [fifo]);
-    srv = startServer({ maxMemSlots: 4 });
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
-    await c.request(1);
-    assert.equal(srv.server.session!.strict, true, "serveDevice's sessions are strict by default");
-    c.close();
-    await srv.server.idle();
-    assert.equal(srv.server.connections, 1);
-    fdsBefore = openFds();
   });
-  after(async () => {
-    await settle();
-    // Across the whole file: every fd sent to the back-end was closed, no mapping is left.
-    assert.deepEqual(leakedFds(fdsBefore), []);
-    assert.deepEqual(memfdMappings(), []);
-    await srv.close();
-    tmp.remove();
-  });
+  // Across the whole block: every fd sent to the back-end was closed, no mapping is left.
+  const fx = leakCheckedServer(
+    { maxMemSlots: 4 },
+    { queueSize: SIZE, whileConnected: (srv) => assert.equal(srv.server.session!.strict, true, "serveDevice's sessions are strict by default") },
+  );
+  before(() => assert.equal(fx.srv.server.connections, 1));
+  after(() => tmp.remove());
 
-  const session = (): BackendSession => srv.server.session!;
+  const session = (): BackendSession => fx.srv.server.session!;
   const warnedSince = (from: number, re: RegExp): void => {
-    const w = srv.warnings.slice(from);
+    const w = fx.srv.warnings.slice(from);
     assert.ok(w.some((l) => re.test(l)), `a warning matching ${re}:\n${w.slice(-6).join('\n')}`);
   };
 
   /** A raw front-end: protocol features, then (unless fresh) SET_OWNER, features, memory, ring size. */
   async function open(level: Level, protocol = OFFERED_PROTOCOL_FEATURES): Promise<Conn> {
     if (level === 'client') {
-      const client = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
+      const client = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE });
       assert.deepEqual(await client.request(2), answer(requestFor(2)));
       return new Conn(client.frontend, null, client);
     }
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     const c = new Conn(fe, level === 'memory' || level === 'sized' ? new FrontendMemory(RAM) : null);
     try {
       await fe.setProtocolFeatures(protocol);
@@ -147,13 +136,13 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       throw e;
     }
   }
-  const connFor = (k: Case): Promise<Conn> => (typeof k.at === 'function' ? k.at(srv) : open(k.at));
+  const connFor = (k: Case): Promise<Conn> => (typeof k.at === 'function' ? k.at(fx.srv) : open(k.at));
 
   /** NEED_REPLY with REPLY_ACK negotiated: a non-zero ack, the state unchanged, the connection goes on. */
   async function refusedWithAck(k: Case): Promise<void> {
     const c = await connFor(k);
     try {
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       const fds = k.fds?.(c) ?? [];
       const reply = c.fe.nextReply(k.request);
       c.fe.sendRaw(encodeMessage(k.request, NR | (k.flags ?? 0), k.payload(c)), fds);
@@ -167,7 +156,7 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.equal(c.fe.isClosed, false);
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   }
 
@@ -175,7 +164,7 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   async function refusedByClosing(k: Case, flags: number): Promise<void> {
     const c = await connFor(k);
     try {
-      const events = srv.events.length;
+      const events = fx.srv.events.length;
       const fds = k.fds?.(c) ?? [];
       // A waiter, so that any message from the back-end would show up as an answer here.
       const outcome = c.fe.nextReply(k.request).then(
@@ -187,12 +176,12 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       fds.forEach(closeQuietly);
       assert.equal(await outcome, 'closed', 'nothing was sent back');
       assert.equal(c.fe.closeReason, null, 'the back-end closed it (end of stream)');
-      await srv.server.idle();
-      const line = srv.events.slice(events).find((e) => /disconnected \(/.test(e)) ?? '';
+      await fx.srv.server.idle();
+      const line = fx.srv.events.slice(events).find((e) => /disconnected \(/.test(e)) ?? '';
       assert.match(line, new RegExp(`disconnected \\(${requestName(k.request)} refused: .*${k.warning.source}`));
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   }
 
@@ -234,7 +223,7 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   };
   const rawWith = (level: Level, protocol: bigint) => () => open(level, protocol);
   const client = (options: Partial<VirtioTestClientOptions>) => async (): Promise<Conn> => {
-    const cl = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE, ...options });
+    const cl = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE, ...options });
     assert.deepEqual(await cl.request(3), answer(requestFor(3)));
     return new Conn(cl.frontend, null, cl);
   };
@@ -312,11 +301,11 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   for (const k of cases) {
     it(`${k.name}: non-zero REPLY_ACK, nothing changed; then a front-end is served`, async () => {
       await refusedWithAck(k);
-      await expectServesNext(srv);
+      await expectServesNext(fx.srv);
     });
     it(`${k.name}, without NEED_REPLY: the connection is closed; then a front-end is served`, async () => {
       await refusedByClosing(k, V);
-      await expectServesNext(srv);
+      await expectServesNext(fx.srv);
     });
   }
 
@@ -333,7 +322,7 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
     for (const [label, flags] of [['', V], [' with NEED_REPLY', NR]] as const) {
       it(`${k.name}${label}: no malformed reply, the connection is closed; then a front-end is served`, async () => {
         await refusedByClosing(k, flags);
-        await expectServesNext(srv);
+        await expectServesNext(fx.srv);
       });
     }
   }
@@ -347,10 +336,10 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.equal(decodeU64((await ok).payload), 0n);
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
     await refusedByClosing({ name: 'SET_VRING_NUM index 1', at: rawWith('owned', 0n), request: Request.SET_VRING_NUM, payload: () => state(1, SIZE), warning: /vring index 1 out of range/ }, NR);
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   it('GET_CONFIG out of range: the specified error reply (an empty payload), and the connection goes on', async () => {
@@ -362,12 +351,12 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.ok(await c.fe.getFeatures());
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
   it('the refusals are not over-broad: features may change once the rings are stopped, the same protocol features may be sent again, a pipe is a kick fd', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE, status: false });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE, status: false });
     const kick = openSync(fifo, 'r+');
     try {
       const fe = c.frontend;
@@ -375,7 +364,7 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.deepEqual(await c.request(4), answer(requestFor(4)));
       // [vhost-user "Support for platforms other than Linux"]: a pipe may carry the kicks.
       await fe.setVringKick(0, kick);
-      const device = srv.devices[srv.devices.length - 1] as VirtioTestDevice;
+      const device = fx.srv.devices[fx.srv.devices.length - 1] as VirtioTestDevice;
       const served = device.served;
       const internals = c as unknown as { kickFd: number | null };
       const eventfd = internals.kickFd;
@@ -394,19 +383,19 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
     } finally {
       closeSync(kick);
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   // ------------------------------------------------------------ memory tables under running rings
 
   it('REM_MEM_REG of the region a running ring uses: honoured, the ring stops by a device error (NEEDS_RESET, err fd); recovery', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE, memSlots: true });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE, memSlots: true });
     try {
-      const device = srv.devices[srv.devices.length - 1] as VirtioTestDevice;
+      const device = fx.srv.devices[fx.srv.devices.length - 1] as VirtioTestDevice;
       assert.deepEqual(await c.request(6), answer(requestFor(6)));
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       const rings = c.ram.descriptions()[0]!;
       await c.frontend.remMemReg(rings); // acknowledged: the table change itself is valid
       await waitFor(() => c.errSignals > 0, 'the error eventfd');
@@ -425,13 +414,13 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.deepEqual(await c.request(8), answer(requestFor(8)));
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   it('a memory table without the region of a started but disabled ring: nothing until SET_VRING_ENABLE 1, which ends in the device error', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE });
     try {
       assert.deepEqual(await c.request(9), answer(requestFor(9)));
       const fe = c.frontend;
@@ -445,18 +434,18 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.ok((await c.status()) & Status.NEEDS_RESET);
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   // ------------------------------------------------------------ data plane: chain lengths
 
   /** A client whose ring the test drives by hand (its call watch stopped). */
   async function rawRing(): Promise<{ c: VirtioTestClient; device: VirtioTestDevice; ring: { desc: number; avail: number; used: number }; push(head: number): void; desc(table: number, i: number, a: number, len: number, flags: number, next?: number): void; buf(len: number): number }> {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE });
     assert.deepEqual(await c.request(1), answer(requestFor(1)));
-    const device = srv.devices[srv.devices.length - 1] as VirtioTestDevice;
+    const device = fx.srv.devices[fx.srv.devices.length - 1] as VirtioTestDevice;
     const internals = c as unknown as { callWatch: { stop(): void } | null; ring: { desc: number; avail: number; used: number } };
     internals.callWatch?.stop();
     internals.callWatch = null;
@@ -507,29 +496,29 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
   it(`a chain longer than the queue size (${SIZE + 1} descriptors: all ${SIZE}, then back to the head) is a device error (DESC_LOOP), not served`, async () => {
     const r = await rawRing();
     try {
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       for (let i = 0; i < SIZE; i++) r.desc(r.ring.desc, i, r.buf(8), 8, DescFlags.NEXT, (i + 1) % SIZE);
       r.push(0);
       await expectDeviceError(r.c, r.device, 'DESC_LOOP', from);
     } finally {
       r.c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   it('an indirect table of more than 32768 entries is a device error (INDIRECT_BAD_LENGTH), not served', async () => {
     const r = await rawRing();
     try {
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       r.desc(r.ring.desc, 0, r.buf(64), 16 * 32769, DescFlags.INDIRECT);
       r.push(0);
       await expectDeviceError(r.c, r.device, 'INDIRECT_BAD_LENGTH', from);
     } finally {
       r.c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
-    await expectServesNext(srv);
+    await expectServesNext(fx.srv);
   });
 
   it(`an indirect table of ${SIZE + 1} entries on a ${SIZE}-entry ring is served (the documented exception: Linux builds such tables)`, async () => {
@@ -550,46 +539,46 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       assert.equal(r.c.errSignals, 0);
     } finally {
       r.c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
   // ------------------------------------------------------------ a second front-end
 
   it('a second front-end while one is served waits (not accepted, not answered, not dropped) and is served when the first leaves', async () => {
-    const first = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
-    const connections = srv.server.connections;
+    const first = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE });
+    const connections = fx.srv.server.connections;
     let second: VirtioTestClient | null = null;
-    const connecting = VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE }).then((c) => (second = c));
+    const connecting = VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE }).then((c) => (second = c));
     try {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(second, null, 'the second front-end is not answered while the first is served');
-      assert.equal(srv.server.connections, connections, 'nor accepted');
+      assert.equal(fx.srv.server.connections, connections, 'nor accepted');
       assert.deepEqual(await first.request(12), answer(requestFor(12)), 'the first is served meanwhile');
       first.close();
       const c = await Promise.race([connecting, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the second front-end was not served within 5 s of the first leaving')), 5000))]);
-      assert.equal(srv.server.connections, connections + 1);
+      assert.equal(fx.srv.server.connections, connections + 1);
       assert.deepEqual(await c.request(13), answer(requestFor(13)));
     } finally {
       first.close();
       (second as VirtioTestClient | null)?.close();
       await connecting.catch(() => {});
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
   it('three waiting front-ends are served one after the other, in order; one that gave up while waiting is cleaned up and skipped', async () => {
-    const first = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE });
-    const base = srv.server.connections;
+    const first = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE });
+    const base = fx.srv.server.connections;
     // The one that gives up: half a message with an fd, then gone, all while waiting in the backlog.
-    const quitter = native.socketConnect(srv.socketPath);
+    const quitter = native.socketConnect(fx.srv.socketPath);
     const kick = native.eventfd(0, false);
     native.sendMsg(quitter, encodeMessage(Request.SET_VRING_KICK, V, encodeU64(0)).subarray(0, 14), [kick]);
     native.close(kick);
     native.close(quitter);
     const order: number[] = [];
     const waiting = [1, 2, 3].map((i) =>
-      VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: SIZE }).then(async (c) => {
+      VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: SIZE }).then(async (c) => {
         order.push(i);
         const r = await c.request(20 + i);
         c.close();
@@ -603,13 +592,13 @@ describe('vhost-user control plane, strict: a refusal is a non-zero REPLY_ACK or
       const answers = await Promise.all(waiting);
       assert.deepEqual(answers, [1, 2, 3].map((i) => answer(requestFor(20 + i))));
       assert.deepEqual(order, [1, 2, 3], 'served in the order they connected');
-      await srv.server.idle();
-      assert.equal(srv.server.connections, base + 4, 'the quitter was accepted too, and let go');
-      assert.ok(srv.events.some((e) => new RegExp(`front-end ${base + 1} disconnected \\(peer closed the connection in the middle of a message\\)`).test(e)), srv.events.slice(-8).join('\n'));
+      await fx.srv.server.idle();
+      assert.equal(fx.srv.server.connections, base + 4, 'the quitter was accepted too, and let go');
+      assert.ok(fx.srv.events.some((e) => new RegExp(`front-end ${base + 1} disconnected \\(peer closed the connection in the middle of a message\\)`).test(e)), fx.srv.events.slice(-8).join('\n'));
     } finally {
       first.close();
       await Promise.allSettled(waiting);
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 });

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import type { VirtioDevice } from '../../src/device/device.js';
@@ -214,4 +215,44 @@ export function memfdMappings(): string[] {
   return readFileSync('/proc/self/maps', 'utf8')
     .split('\n')
     .filter((l) => /memfd:vhost-user/.test(l));
+}
+
+/** What leakCheckedServer() hands its describe block (filled in by its before hook). */
+export interface LeakCheckedServer {
+  srv: TestServer;
+  /** The process's fds after the warm-up session, before the block's first test. */
+  fdsBefore: Map<number, string>;
+}
+
+/**
+ * A back-end for one describe block that checks, after all its tests, that nothing leaked: no
+ * fd sent to the back-end is still open and no guest-memory mapping is left. Call it in the
+ * describe body (it registers the block's before and after hooks). The server first serves one
+ * whole session (a virtio-test request, `warmUp` called while it is connected), so that
+ * process-wide fds made lazily exist before counting.
+ */
+export function leakCheckedServer(
+  options: Parameters<typeof startServer>[0] = {},
+  warmUp: { queueSize?: number; whileConnected?: (srv: TestServer) => void } = {},
+): LeakCheckedServer {
+  const fixture = {} as LeakCheckedServer;
+  before(async () => {
+    fixture.srv = startServer(options);
+    const c = await VirtioTestClient.connect({ socketPath: fixture.srv.socketPath, ...(warmUp.queueSize ? { queueSize: warmUp.queueSize } : {}) });
+    await c.request(1);
+    warmUp.whileConnected?.(fixture.srv);
+    c.close();
+    await fixture.srv.server.idle();
+    fixture.fdsBefore = openFds();
+  });
+  after(async () => {
+    try {
+      await settle();
+      assert.deepEqual(leakedFds(fixture.fdsBefore), [], 'every fd sent to the back-end was closed');
+      assert.deepEqual(memfdMappings(), [], 'no guest-memory mapping is left');
+    } finally {
+      await fixture.srv.close(); // a failed check must not leave the server holding the loop open
+    }
+  });
+  return fixture;
 }

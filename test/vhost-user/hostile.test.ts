@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { BackendSession, describeRequest } from '../../src/vhost-user/backend-session.js';
@@ -33,7 +33,7 @@ import {
 import { HeaderFlag, ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES, VRING_INVALID_FD, pbit } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { FeatureBit, Status, bit } from '../../src/virtio/constants.js';
-import { expectRefusedByClosing, expectServesNext, leakedFds, memfdMappings, openFds, settle, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
+import { expectRefusedByClosing, expectServesNext, leakCheckedServer, openFds, settle, tempDir, waitFor } from './helpers.js';
 
 const NR = HeaderFlag.VERSION | HeaderFlag.NEED_REPLY;
 const V = HeaderFlag.VERSION;
@@ -58,52 +58,36 @@ const region = (guestAddr: number, size: number, userAddr: number, mmapOffset = 
 });
 
 describe('vhost-user back-end: a hostile front-end', () => {
-  let srv: TestServer;
-  let fdsBefore: Map<number, string>;
-  before(async () => {
-    // Rings up to the spec's largest (the device's own maximum bounds SET_VRING_NUM too).
-    srv = startServer({ maxMemSlots: 2, createDevice: () => new VirtioTestDevice({ queueSize: 32768 }) });
-    // One whole session first, so that lazily created process-wide fds exist before counting.
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
-    await c.request(1);
-    c.close();
-    await srv.server.idle();
-    fdsBefore = openFds();
-  });
-  after(async () => {
-    await settle();
-    // Across every test of this file: no fd sent to the back-end stayed open, no mapping is left.
-    assert.deepEqual(leakedFds(fdsBefore), []);
-    assert.deepEqual(memfdMappings(), []);
-    await srv.close();
-  });
+  // Rings up to the spec's largest (the device's own maximum bounds SET_VRING_NUM too). Across
+  // every test of the block: no fd sent to the back-end stays open, no mapping is left.
+  const fx = leakCheckedServer({ maxMemSlots: 2, createDevice: () => new VirtioTestDevice({ queueSize: 32768 }) });
 
   /** A raw connection that has negotiated PROTOCOL (REPLY_ACK among them) and sent SET_OWNER. */
   async function owned(): Promise<VhostUserFrontend> {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL)), 0n);
     assert.equal(await ack(fe, Request.SET_OWNER), 0n);
     return fe;
   }
   async function done(fe: VhostUserFrontend): Promise<void> {
     fe.close();
-    await srv.server.idle();
+    await fx.srv.server.idle();
   }
-  const warned = (re: RegExp): void => assert.ok(srv.warnings.some((w) => re.test(w)), `a warning matching ${re}:\n${srv.warnings.slice(-8).join('\n')}`);
+  const warned = (re: RegExp): void => assert.ok(fx.srv.warnings.some((w) => re.test(w)), `a warning matching ${re}:\n${fx.srv.warnings.slice(-8).join('\n')}`);
 
   it('a header cut short (7 of 12 bytes, with an fd) and then a close: cleaned up, next front-end served', async () => {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     const efd = native.eventfd(0, false);
     fe.sendRaw(encodeMessage(Request.SET_VRING_CALL, V, encodeU64(0)).subarray(0, 7), [efd]);
     native.close(efd);
     await settle();
     fe.close();
-    await waitFor(() => srv.events.some((e) => /in the middle of a message/.test(e)), 'the disconnect');
-    await expectServesNext(srv);
+    await waitFor(() => fx.srv.events.some((e) => /in the middle of a message/.test(e)), 'the disconnect');
+    await expectServesNext(fx.srv);
   });
 
   it('requests before SET_OWNER: queries are answered, configuration is refused and its fds closed', async () => {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     try {
       // What QEMU sends before SET_OWNER works.
       assert.ok(await fe.getFeatures());
@@ -122,7 +106,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.notEqual(await ack(fe, Request.SET_VRING_NUM, encodeVringState({ index: 0, num: 16 })), 0n);
       warned(/SET_FEATURES refused: sent before SET_OWNER/);
       warned(/SET_VRING_KICK refused: sent before SET_OWNER/);
-      const session = srv.server.session!;
+      const session = fx.srv.server.session!;
       assert.equal(session.mapped.count, 0);
       assert.equal(session.vrings[0]!.size, 0);
       assert.equal(session.vrings[0]!.hasKickFd, false);
@@ -134,27 +118,27 @@ describe('vhost-user back-end: a hostile front-end', () => {
       await done(fe);
     }
     // Requests that always reply cannot carry a refusal in an ack: the connection is closed.
-    const early = VhostUserFrontend.connect(srv.socketPath);
+    const early = VhostUserFrontend.connect(fx.srv.socketPath);
     try {
       assert.equal(await ack(early, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL | pbit(ProtocolFeature.INFLIGHT_SHMFD))), 0n);
-      await expectRefusedByClosing(srv, early, Request.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }), /sent before SET_OWNER/);
+      await expectRefusedByClosing(fx.srv, early, Request.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }), /sent before SET_OWNER/);
     } finally {
       await done(early);
     }
-    const inflight = VhostUserFrontend.connect(srv.socketPath);
+    const inflight = VhostUserFrontend.connect(fx.srv.socketPath);
     try {
       assert.equal(await ack(inflight, Request.SET_PROTOCOL_FEATURES, encodeU64(PROTOCOL | pbit(ProtocolFeature.INFLIGHT_SHMFD))), 0n);
       const description = encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 });
-      await expectRefusedByClosing(srv, inflight, Request.GET_INFLIGHT_FD, description, /sent before SET_OWNER/);
+      await expectRefusedByClosing(fx.srv, inflight, Request.GET_INFLIGHT_FD, description, /sent before SET_OWNER/);
     } finally {
       await done(inflight);
     }
   });
 
   it('requests before SET_FEATURES: a configured, kicked ring is not touched until features are negotiated', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16 });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: 16 });
     try {
-      const device = srv.devices[srv.devices.length - 1] as VirtioTestDevice;
+      const device = fx.srv.devices[fx.srv.devices.length - 1] as VirtioTestDevice;
       assert.deepEqual(await c.request(1), answer(requestFor(1)));
       const fe = c.frontend;
       // Device reset: the features are forgotten; the ring keeps its vhost-user configuration.
@@ -178,7 +162,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.equal(device.served, 1);
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
@@ -187,7 +171,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
     const fe = await owned();
     try {
       const table = (regions: MemoryRegionDescription[], fds: number[]) => ack(fe, Request.SET_MEM_TABLE, encodeMemTable(regions), fds);
-      const session = srv.server.session!;
+      const session = fx.srv.server.session!;
       // 0 regions.
       assert.notEqual(await table([], []), 0n);
       warned(/SET_MEM_TABLE: 0 regions, expected 1..8/);
@@ -228,8 +212,8 @@ describe('vhost-user back-end: a hostile front-end', () => {
         assert.notEqual(await table([region(0, 0x1000, 0)], [opened]), 0n);
         closeSync(opened);
       }
-      assert.equal(srv.warnings.filter((w) => /SET_MEM_TABLE refused: region .*mmap failed/.test(w)).length >= 2, true, srv.warnings.slice(-4).join('\n'));
-      const fileFds = [...openFds()].filter(([fd, t]) => (t === file || t === '/dev/null') && fdsBefore.get(fd) !== t);
+      assert.equal(fx.srv.warnings.filter((w) => /SET_MEM_TABLE refused: region .*mmap failed/.test(w)).length >= 2, true, fx.srv.warnings.slice(-4).join('\n'));
+      const fileFds = [...openFds()].filter(([fd, t]) => (t === file || t === '/dev/null') && fx.fdsBefore.get(fd) !== t);
       assert.deepEqual(fileFds, [], 'the back-end closed the file fds too');
       assert.equal(session.mapped.count, 0);
       // A valid table is still accepted; ADD_MEM_REG past the 2 slots of this server, and overlapping, is refused.
@@ -281,7 +265,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.notEqual(await ack(fe, Request.SET_VRING_KICK, encodeU64(0x200), [efd]), 0n);
       native.close(efd);
       warned(/reserved bits set in 0x200/);
-      assert.equal(srv.server.session!.vrings[0]!.hasKickFd, false);
+      assert.equal(fx.srv.server.session!.vrings[0]!.hasKickFd, false);
     } finally {
       await done(fe);
     }
@@ -289,7 +273,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
     for (const index of [1, 255]) {
       const again = await owned();
       try {
-        await expectRefusedByClosing(srv, again, Request.GET_VRING_BASE, encodeVringState({ index, num: 0 }), new RegExp(`vring index ${index} out of range`));
+        await expectRefusedByClosing(fx.srv, again, Request.GET_VRING_BASE, encodeVringState({ index, num: 0 }), new RegExp(`vring index ${index} out of range`));
       } finally {
         await done(again);
       }
@@ -303,7 +287,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
         assert.notEqual(await ack(fe, Request.SET_VRING_NUM, encodeVringState({ index: 0, num })), 0n, `size ${num}`);
       }
       assert.equal(await ack(fe, Request.SET_VRING_NUM, encodeVringState({ index: 0, num: 32768 })), 0n);
-      assert.equal(srv.server.session!.vrings[0]!.size, 32768);
+      assert.equal(fx.srv.server.session!.vrings[0]!.size, 32768);
       warned(/size 65536 is not a power of two in 1..32768/);
     } finally {
       await done(fe);
@@ -326,7 +310,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.notEqual(await ack(fe, Request.SET_VRING_ADDR, addr(0n, 0x1000n, 0x2000n)), 0n);
       assert.notEqual(await ack(fe, Request.SET_VRING_ADDR, addr(1n << 60n, u + 0x1000n, u + 0x2000n)), 0n);
       warned(/ring address beyond 2\^53/);
-      assert.equal(srv.server.session!.vrings[0]!.addresses, null);
+      assert.equal(fx.srv.server.session!.vrings[0]!.addresses, null);
       assert.equal(await ack(fe, Request.SET_VRING_ADDR, addr(u, u + 0x1000n, u + 0x2000n)), 0n);
     } finally {
       await done(fe);
@@ -334,7 +318,7 @@ describe('vhost-user back-end: a hostile front-end', () => {
   });
 
   it('a memory table that no longer holds the running ring: device error (NEEDS_RESET, err fd), then recovery', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16 });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: 16 });
     try {
       assert.deepEqual(await c.request(3), answer(requestFor(3)));
       // Only the second region: the rings (in the first) are no longer inside guest memory.
@@ -347,14 +331,14 @@ describe('vhost-user back-end: a hostile front-end', () => {
       assert.deepEqual(await c.request(4), answer(requestFor(4)));
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
   it('kick and call fds that are not eventfds: a memfd kick is refused, a hung-up kick socket is polled, a hung-up call socket is reported once; requests are served', async () => {
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16, callFd: false });
+    const c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: 16, callFd: false });
     try {
-      const session = srv.server.session!;
+      const session = fx.srv.server.session!;
       assert.equal(session.strict, true);
       // A memfd is memory, not a notification fd: refused with a non-zero ack, the ring keeps its kick.
       const kick = memfd(4096);
@@ -367,17 +351,17 @@ describe('vhost-user back-end: a hostile front-end', () => {
       native.close(kPeer);
       await c.frontend.setVringKick(0, k);
       native.close(k);
-      await waitFor(() => srv.warnings.some((w) => /is not a usable eventfd .*the ring is polled from now on/.test(w)), 'the fallback to polling');
+      await waitFor(() => fx.srv.warnings.some((w) => /is not a usable eventfd .*the ring is polled from now on/.test(w)), 'the fallback to polling');
       const [a, b] = native.socketPair();
       native.close(b);
       await c.frontend.setVringCall(0, a);
       native.close(a);
       const ns = Array.from({ length: 20 }, (_, i) => 100 + i);
       assert.deepEqual(await c.requestMany(ns), ns.map((n) => answer(requestFor(n))));
-      assert.equal(srv.warnings.filter((w) => /vring 0: writing the call fd failed/.test(w)).length, 1, 'reported once');
+      assert.equal(fx.srv.warnings.filter((w) => /vring 0: writing the call fd failed/.test(w)).length, 1, 'reported once');
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
@@ -385,67 +369,52 @@ describe('vhost-user back-end: a hostile front-end', () => {
     BackendSession.strictByDefault = false;
     let c: VirtioTestClient;
     try {
-      c = await VirtioTestClient.connect({ socketPath: srv.socketPath, queueSize: 16 });
+      c = await VirtioTestClient.connect({ socketPath: fx.srv.socketPath, queueSize: 16 });
     } finally {
       BackendSession.strictByDefault = true;
     }
     try {
-      assert.equal(srv.server.session!.strict, false);
-      const from = srv.warnings.length;
+      assert.equal(fx.srv.server.session!.strict, false);
+      const from = fx.srv.warnings.length;
       const kick = memfd(4096);
       await c.frontend.setVringKick(0, kick);
       native.close(kick);
-      assert.ok(srv.warnings.slice(from).some((w) => /vring 0: cannot watch kick fd .* the ring is polled/.test(w)), srv.warnings.slice(from).join('\n'));
+      assert.ok(fx.srv.warnings.slice(from).some((w) => /vring 0: cannot watch kick fd .* the ring is polled/.test(w)), fx.srv.warnings.slice(from).join('\n'));
       const ns = Array.from({ length: 10 }, (_, i) => 200 + i);
       assert.deepEqual(await c.requestMany(ns), ns.map((n) => answer(requestFor(n))));
     } finally {
       c.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 });
 
 describe('vhost-user back-end: a hostile front-end, the session’s last refusals', () => {
-  let srv: TestServer;
-  let fdsBefore: Map<number, string>;
   const ALL = PROTOCOL | pbit(ProtocolFeature.STATUS) | pbit(ProtocolFeature.INFLIGHT_SHMFD) | pbit(ProtocolFeature.BACKEND_REQ);
-  before(async () => {
-    srv = startServer({ maxQueueSize: 256 });
-    const c = await VirtioTestClient.connect({ socketPath: srv.socketPath });
-    await c.request(1);
-    c.close();
-    await srv.server.idle();
-    fdsBefore = openFds();
-  });
-  after(async () => {
-    await settle();
-    assert.deepEqual(leakedFds(fdsBefore), []);
-    assert.deepEqual(memfdMappings(), []);
-    await srv.close();
-  });
+  const fx = leakCheckedServer({ maxQueueSize: 256 });
   async function owned(): Promise<VhostUserFrontend> {
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     assert.equal(await ack(fe, Request.SET_PROTOCOL_FEATURES, encodeU64(ALL)), 0n);
     assert.equal(await ack(fe, Request.SET_OWNER), 0n);
     return fe;
   }
   const warnedSince = (from: number, re: RegExp): void =>
-    assert.ok(srv.warnings.slice(from).some((w) => re.test(w)), `a warning matching ${re}:\n${srv.warnings.slice(from).join('\n')}`);
+    assert.ok(fx.srv.warnings.slice(from).some((w) => re.test(w)), `a warning matching ${re}:\n${fx.srv.warnings.slice(from).join('\n')}`);
 
   it('SET_STATUS with a value over a byte: non-zero ack, the status unchanged; the session reports itself open, then closed', async () => {
     const fe = await owned();
-    const session = srv.server.session!;
+    const session = fx.srv.server.session!;
     try {
       assert.equal(session.isClosed, false);
       assert.equal(await ack(fe, Request.SET_STATUS, encodeU64(Status.ACKNOWLEDGE)), 0n);
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       assert.notEqual(await ack(fe, Request.SET_STATUS, encodeU64(0x100n | BigInt(Status.DRIVER))), 0n);
       warnedSince(from, /^vhost-user: SET_STATUS refused: status 0x102 does not fit in a byte$/);
       assert.equal(await fe.getStatus(), Status.ACKNOWLEDGE);
       assert.equal(await ack(fe, Request.SET_STATUS, encodeU64(0xffn)), 0n, '0xff still fits');
     } finally {
       fe.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
     assert.equal(session.isClosed, true);
   });
@@ -455,7 +424,7 @@ describe('vhost-user back-end: a hostile front-end, the session’s last refusal
       const fe = await owned();
       try {
         await expectRefusedByClosing(
-          srv,
+          fx.srv,
           fe,
           Request.GET_INFLIGHT_FD,
           encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize }),
@@ -472,7 +441,7 @@ describe('vhost-user back-end: a hostile front-end, the session’s last refusal
       r.fds.forEach((fd) => native.close(fd));
     } finally {
       fe.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
@@ -485,14 +454,14 @@ describe('vhost-user back-end: a hostile front-end, the session’s last refusal
         [100n, 0n, /inflight buffer of 100 bytes, 1088 needed for 1 queues of 64/],
       ] as const) {
         const fd = memfd(8192);
-        const from = srv.warnings.length;
+        const from = fx.srv.warnings.length;
         assert.notEqual(await ack(fe, Request.SET_INFLIGHT_FD, encodeInflight({ mmapSize, mmapOffset, numQueues: 1, queueSize: 64 }), [fd]), 0n);
         native.close(fd);
         warnedSince(from, new RegExp(`^vhost-user: SET_INFLIGHT_FD refused: ${why.source}$`));
       }
     } finally {
       fe.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
@@ -500,32 +469,32 @@ describe('vhost-user back-end: a hostile front-end, the session’s last refusal
     const fe = await owned();
     const dgram = native.datagramBind(`@vt-hostile-${process.pid}`);
     try {
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       assert.notEqual(await ack(fe, Request.SET_BACKEND_REQ_FD, new Uint8Array(0), [dgram]), 0n);
       warnedSince(from, /^vhost-user: SET_BACKEND_REQ_FD refused: the fd is a unix dgram socket, not a connected Unix stream socket$/);
     } finally {
       native.close(dgram);
       fe.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
   it('a lenient session serves a request that takes no fd but carried one: a warning, the fd closed', async () => {
     BackendSession.strictByDefault = false;
-    const fe = VhostUserFrontend.connect(srv.socketPath);
+    const fe = VhostUserFrontend.connect(fx.srv.socketPath);
     try {
-      await waitFor(() => srv.server.session !== null && !srv.server.session.isClosed, 'the session');
-      assert.equal(srv.server.session!.strict, false);
+      await waitFor(() => fx.srv.server.session !== null && !fx.srv.server.session.isClosed, 'the session');
+      assert.equal(fx.srv.server.session!.strict, false);
       const efd = native.eventfd(0, false);
-      const from = srv.warnings.length;
+      const from = fx.srv.warnings.length;
       const r = await fe.call(Request.GET_QUEUE_NUM, new Uint8Array(0), [efd]);
       native.close(efd);
       assert.equal(decodeU64(r.payload), 1n);
-      assert.deepEqual(srv.warnings.slice(from), ['vhost-user: GET_QUEUE_NUM carried 1 file descriptor(s) it does not take: closed']);
+      assert.deepEqual(fx.srv.warnings.slice(from), ['vhost-user: GET_QUEUE_NUM carried 1 file descriptor(s) it does not take: closed']);
     } finally {
       BackendSession.strictByDefault = true;
       fe.close();
-      await srv.server.idle();
+      await fx.srv.server.idle();
     }
   });
 
