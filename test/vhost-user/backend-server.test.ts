@@ -6,12 +6,10 @@
  * session. Also BackendChannel (backend-channel.ts), the BACKEND_REQ sender, on its own.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import { BackendChannel } from '../../src/vhost-user/backend-channel.js';
@@ -23,7 +21,7 @@ import { native } from '../../src/vhost-user/native/index.js';
 import { BackendRequest, HeaderFlag } from '../../src/vhost-user/protocol.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { FeatureBit, MAX_QUEUE_SIZE, bit } from '../../src/virtio/constants.js';
-import { leakedFds, openFds, tempDir, waitFor } from './helpers.js';
+import { leakedFds, openFds, socketModeInWorker, tempDir, waitFor } from './helpers.js';
 
 const quiet = { warn: () => {}, createDevice: () => new VirtioTestDevice() };
 
@@ -151,29 +149,13 @@ describe('serveDevice: the socket file', () => {
   it('in a worker thread (no umask there) socketMode still applies', async () => {
     await inTemp(async (dir) => {
       const socketPath = path.join(dir, 'w.sock');
-      const code = `
-        const { parentPort, workerData } = require('node:worker_threads');
-        const { statSync } = require('node:fs');
-        Promise.all([import(workerData.server), import(workerData.device)]).then(async ([m, d]) => {
-          try {
-            const s = m.serveDevice({ socketPath: workerData.path, socketMode: 0o640, createDevice: () => new d.VirtioTestDevice() });
-            const mode = statSync(workerData.path).mode & 0o7777;
-            await s.close();
-            parentPort.postMessage({ mode });
-          } catch (e) {
-            parentPort.postMessage({ error: e.message });
-          }
-        });`;
-      const w = new Worker(code, {
-        eval: true,
-        workerData: {
-          server: new URL('../../src/vhost-user/backend-server.js', import.meta.url).href,
-          device: new URL('../../src/devices/virtio-test/device.js', import.meta.url).href,
-          path: socketPath,
-        },
-      });
-      const [result] = (await once(w, 'message')) as [unknown];
-      await once(w, 'exit');
+      const server = new URL('../../src/vhost-user/backend-server.js', import.meta.url).href;
+      const device = new URL('../../src/devices/virtio-test/device.js', import.meta.url).href;
+      const start = `async (m, socketPath) => {
+        const d = await import(${JSON.stringify(device)});
+        return m.serveDevice({ socketPath, socketMode: 0o640, createDevice: () => new d.VirtioTestDevice() });
+      }`;
+      const result = await socketModeInWorker(server, start, socketPath);
       assert.deepEqual(result, { mode: 0o640 });
     });
   });

@@ -7,12 +7,10 @@
  * control-socket.test.ts (child processes); this file is what the mutation scope sees.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync, lstatSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import { answer as testAnswer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import type { BackendSession } from '../../src/vhost-user/backend-session.js';
 import { CONTROL_COMMANDS, answer, answerLine, type ControlTarget } from '../../src/vhost-user/control-commands.js';
@@ -22,7 +20,7 @@ import { native } from '../../src/vhost-user/native/index.js';
 import { VirtioTestClient } from '../../src/testing/virtio-test-client.js';
 import { VirtioError } from '../../src/virtio/errors.js';
 import { Status } from '../../src/virtio/constants.js';
-import { leakedFds, openFds, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
+import { leakedFds, openFds, socketModeInWorker, startServer, tempDir, waitFor, type TestServer } from './helpers.js';
 
 const KNOWN = 'query-status, query-queue-status, query-queue-element, query-stats, query-commands';
 const idleTarget: ControlTarget = { name: 'virtio-test', deviceId: 45, session: null, connections: 0 };
@@ -582,23 +580,9 @@ describe('control socket: serveControl in process', () => {
     const tmp = tempDir();
     const ctlPath = path.join(tmp.dir, 'ctl.sock');
     try {
-      const code = `
-        const { parentPort, workerData } = require('node:worker_threads');
-        const { statSync } = require('node:fs');
-        import(workerData.url).then(async (m) => {
-          try {
-            const s = m.serveControl({ socketPath: workerData.path, target: { name: 'w', deviceId: 1, session: null, connections: 0 } });
-            const mode = statSync(workerData.path).mode & 0o7777;
-            await s.close();
-            parentPort.postMessage({ mode });
-          } catch (e) {
-            parentPort.postMessage({ error: e.message });
-          }
-        });`;
       const url = new URL('../../src/vhost-user/control-server.js', import.meta.url).href;
-      const w = new Worker(code, { eval: true, workerData: { url, path: ctlPath } });
-      const [result] = (await once(w, 'message')) as [{ mode?: number; error?: string }];
-      await once(w, 'exit');
+      const start = `async (m, socketPath) => m.serveControl({ socketPath, target: { name: 'w', deviceId: 1, session: null, connections: 0 } })`;
+      const result = await socketModeInWorker(url, start, ctlPath);
       assert.deepEqual(result, { mode: 0o600 });
       assert.equal(existsSync(ctlPath), false);
     } finally {

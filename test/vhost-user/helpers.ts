@@ -6,8 +6,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
+import { once } from 'node:events';
 import path from 'node:path';
 import { after, before } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { VirtioTestDevice } from '../../src/devices/virtio-test/device.js';
 import { answer, requestFor } from '../../src/devices/virtio-test/protocol.js';
 import type { VirtioDevice } from '../../src/device/device.js';
@@ -255,4 +257,30 @@ export function leakCheckedServer(
     }
   });
   return fixture;
+}
+
+/**
+ * The mode of a socket file made by a listener started in a worker thread, where
+ * process.umask() cannot be called: `start` is the source of an async function
+ * `(module, socketPath) => listener` (the listener has close()), `moduleUrl` the module it gets.
+ * Resolves with { mode } or { error } as the worker saw it.
+ */
+export async function socketModeInWorker(moduleUrl: string, start: string, socketPath: string): Promise<{ mode?: number; error?: string }> {
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { statSync } = require('node:fs');
+    import(workerData.url).then(async (m) => {
+      try {
+        const s = await (${start})(m, workerData.path);
+        const mode = statSync(workerData.path).mode & 0o7777;
+        await s.close();
+        parentPort.postMessage({ mode });
+      } catch (e) {
+        parentPort.postMessage({ error: e.message });
+      }
+    });`;
+  const w = new Worker(code, { eval: true, workerData: { url: moduleUrl, path: socketPath } });
+  const [result] = (await once(w, 'message')) as [{ mode?: number; error?: string }];
+  await once(w, 'exit');
+  return result;
 }
