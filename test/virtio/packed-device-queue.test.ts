@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DescFlags, RingEventFlags } from '../../src/virtio/constants.js';
-import { VirtioError, type VirtioErrorCode } from '../../src/virtio/errors.js';
+import { virtioError } from '../helpers/virtio-error.js';
 import { GuestMemory } from '../../src/virtio/memory.js';
 import { PackedDeviceQueue, type PackedDeviceQueueOptions } from '../../src/virtio/packed-device-queue.js';
 import { encodeRingIndex, eventWord, packedRingLayout, packedRingViewsFromGuest } from '../../src/virtio/packed-ring.js';
@@ -17,12 +17,6 @@ const { NEXT, WRITE, INDIRECT } = DescFlags;
 const BUF = PBASE + 0x8000;
 const TABLE = PBASE + 0x4000;
 
-const virtioError = (code: VirtioErrorCode, message: string) => (e: unknown) => {
-  assert.ok(e instanceof VirtioError, `a VirtioError, got ${String(e)}`);
-  assert.equal(e.code, code);
-  assert.equal(e.message, message);
-  return true;
-};
 const rangeError = (message: string) => (e: unknown) => {
   assert.ok(e instanceof RangeError, `a RangeError, got ${String(e)}`);
   assert.equal(e.message, message);

@@ -3,7 +3,7 @@
 // DESC-mode event window (§2.8.10), and views over parts that sit anywhere in their buffer.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioError, type VirtioErrorCode } from '../../src/virtio/errors.js';
+import { virtioError } from '../helpers/virtio-error.js';
 import {
   checkPackedQueueSize,
   checkRingIndex,
@@ -11,13 +11,6 @@ import {
   eventInWindow,
   packedRingViewsFromBytes,
 } from '../../src/virtio/packed-ring.js';
-
-const virtioError = (code: VirtioErrorCode, message: string) => (e: unknown) => {
-  assert.ok(e instanceof VirtioError, `a VirtioError, got ${String(e)}`);
-  assert.equal(e.code, code);
-  assert.equal(e.message, message);
-  return true;
-};
 
 test('a transport that wants powers of two gets them, and any size up to its maximum otherwise (§2.8.10.1)', () => {
   for (const ok of [1, 2, 4, 256, 32768]) {

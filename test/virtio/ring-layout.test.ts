@@ -3,7 +3,7 @@
 // each misplacement gets. The queues' own tests place rings correctly; these place them wrong.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { VirtioError, type VirtioErrorCode } from '../../src/virtio/errors.js';
+import { virtioError } from '../helpers/virtio-error.js';
 import { GuestMemory } from '../../src/virtio/memory.js';
 import {
   availRingBytes,
@@ -24,13 +24,6 @@ import {
   packedRingViewsFromGuest,
 } from '../../src/virtio/packed-ring.js';
 import { descriptorFlagNames } from '../../src/virtio/queue-element.js';
-
-const virtioError = (code: VirtioErrorCode, message: string) => (e: unknown) => {
-  assert.ok(e instanceof VirtioError, `a VirtioError, got ${String(e)}`);
-  assert.equal(e.code, code);
-  assert.equal(e.message, message);
-  return true;
-};
 
 test('split ring part sizes and the compact layout (§2.7 table)', () => {
   assert.equal(descTableBytes(256), 4096);
