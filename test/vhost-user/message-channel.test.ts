@@ -248,6 +248,23 @@ describe('MessageChannel: pause, resume, unref', () => {
     assert.deepEqual(rec.closes, ['closed locally'], 'onClose is called once');
   });
 
+  it('paused before start: start watches nothing yet (a watch would fire without end on unread data); resume starts reading and delivers what waited', async () => {
+    const { ch, peer, rec } = pair();
+    try {
+      ch.pause();
+      ch.start();
+      native.write(peer, encodeMessage(Request.GET_FEATURES, V));
+      await settle();
+      assert.equal(rec.messages.length, 0);
+      assert.equal((ch as unknown as { watch: unknown }).watch, null, 'no watch while paused');
+      ch.resume(); // the one watch on the fd (a second one would fail: EEXIST)
+      await waitFor(() => rec.messages.length === 1, 'the message after resume');
+      assert.deepEqual(rec.closes, []);
+    } finally {
+      ch.close();
+    }
+  });
+
   it('unref: a thread whose only handle is an unref’d channel ends (unref before start, across pause/resume, or after start); a ref’d one does not', async () => {
     // Each case in a worker thread (same process): it exits once nothing keeps its loop alive.
     const moduleUrl = new URL('../../src/vhost-user/message-channel.js', import.meta.url).href;
