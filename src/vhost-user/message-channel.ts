@@ -65,10 +65,10 @@ export class MessageChannel {
     return this.closed;
   }
 
-  /** Starts reading on the event loop. */
+  /** Starts reading on the event loop (at resume(), if paused before). */
   start(): this {
     native.setNonblocking(this.fd, true);
-    this.startWatch();
+    if (!this.paused) this.startWatch();
     return this;
   }
 

@@ -6,9 +6,12 @@
  * request twice, one fewer and it loses one.
  */
 import assert from 'node:assert/strict';
+import { openSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { InflightBuffer, InflightQueue, inflightBufferSize, inflightQueueRegionSize } from '../../src/vhost-user/inflight.js';
 import { native } from '../../src/vhost-user/native/index.js';
+import { tempDir } from './helpers.js';
 
 /** A region for a ring of `size` and a used ring to publish into. */
 function setup(size: number, startUsed = 0) {
@@ -153,6 +156,22 @@ describe('InflightBuffer.map: a description that does not fit refuses, and the f
     assert.doesNotThrow(() => buffer.unmap());
     native.munmap(bytes.buffer as ArrayBuffer);
   });
+
+  test('a regular file is memory too (a front-end may keep the buffer in one), not only a memfd', () => {
+    const tmp = tempDir();
+    try {
+      const file = path.join(tmp.dir, 'inflight');
+      writeFileSync(file, new Uint8Array(inflightBufferSize(1, 8)));
+      const fd = openSync(file, 'r+');
+      const buffer = InflightBuffer.map(fd, { mmapSize: inflightBufferSize(1, 8), mmapOffset: 0, numQueues: 1, queueSize: 8 });
+      assert.equal(isOpen(fd), false);
+      buffer.queue(0)!.initialise(8, 0);
+      assert.equal(buffer.queue(0)!.version, 1);
+      buffer.unmap();
+    } finally {
+      tmp.remove();
+    }
+  });
 });
 
 describe('InflightQueue: the region\'s own bounds and order (from the vhost-user mutation run)', () => {
@@ -177,6 +196,16 @@ describe('InflightQueue: the region\'s own bounds and order (from the vhost-user
     assert.deepEqual(q.recover(0, () => 0), [5, 2, 7, 0]);
     q.begin(3);
     assert.deepEqual(q.recover(0, () => 0), [5, 2, 7, 0, 3], 'the counter goes on after the largest recovered');
+  });
+
+  test('heads with equal counters (a region this back-end did not write) come in head order', () => {
+    const bytes = new Uint8Array(inflightQueueRegionSize(8));
+    const q = new InflightQueue(bytes);
+    q.initialise(8, 0);
+    for (const h of [6, 1, 4]) q.begin(h);
+    const view = new DataView(bytes.buffer);
+    for (const h of [6, 1, 4]) view.setBigUint64(HEADER + STATE * h + 8, 9n, true);
+    assert.deepEqual(q.recover(0, () => 0), [1, 4, 6]);
   });
 
   test('counters are le64 (§ "Inflight I/O tracking": u64 counter): the order holds past 255 takes', () => {

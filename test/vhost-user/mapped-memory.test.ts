@@ -3,16 +3,21 @@
  * descriptions whose numbers do not fit a double (each of address, size, offset, and each end),
  * a region the GuestMemory refuses after it was mapped (the mapping is undone), and a release
  * that runs an unmap twice. The fd of every add is closed, whether it succeeds or not.
+ *
+ * Memory the front-end shrinks is shrunk here in this process too: the addon's SIGBUS guard
+ * (installed when it loads) maps a zero page over each lost page touched, so a read of one is a
+ * fault that faulted() and onMemoryFault report (test/vhost-user/memory-shrink.test.ts has the
+ * guard itself, and the daemon, in child processes).
  */
 import assert from 'node:assert/strict';
-import { openSync } from 'node:fs';
-import { describe, it } from 'node:test';
+import { closeSync, ftruncateSync, openSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
 import { GuestMemory } from '../../src/virtio/memory.js';
 import { ProtocolError } from '../../src/vhost-user/codec.js';
-import { F_SEAL_SHRINK, MappedMemory } from '../../src/vhost-user/mapped-memory.js';
+import { F_SEAL_SHRINK, MappedMemory, onMemoryFault } from '../../src/vhost-user/mapped-memory.js';
 import { native } from '../../src/vhost-user/native/index.js';
 import type { MemoryRegionDescription } from '../../src/vhost-user/payloads.js';
-import { memfdMappings } from './helpers.js';
+import { memfdMappings, settle, waitFor } from './helpers.js';
 
 const PAGE = native.pageSize;
 const TWO_53 = 2n ** 53n;
@@ -173,5 +178,75 @@ describe('MappedMemory: sealed memory, neighbours, offsets, lookups (from the vh
     assert.equal(mm.userSlice(ua + PAGE - 1, 2), null, 'past the end');
     assert.equal(mm.userSlice(ua - 1, 1), null);
     assert.equal(mm.remove(desc(0x10000n, BigInt(PAGE), BigInt(ua), 0x1000n)), true, 'the offset is ignored');
+  });
+});
+
+describe('MappedMemory: pages the front-end takes away (the SIGBUS guard, in this process)', () => {
+  it('faulted(): the regions whose lost pages were touched, with the page count; the others are not listed', () => {
+    const memory = new GuestMemory();
+    const mm = new MappedMemory(memory, 4);
+    assert.deepEqual(mm.faulted(), []);
+    const fd = memfd(3 * PAGE);
+    const frontEnds = openSync(`/proc/self/fd/${fd}`, 'r+'); // the front-end's copy: add() closes ours
+    const shrunk = mm.add(desc(0n, BigInt(3 * PAGE), 0x7f0000000000n), fd);
+    mm.add(desc(0x100000n, BigInt(PAGE), 0x7f1000000000n), memfd(PAGE));
+    memory.write(2 * PAGE, Uint8Array.of(7));
+    ftruncateSync(frontEnds, PAGE);
+    closeSync(frontEnds);
+    assert.deepEqual(mm.faulted(), [], 'lost, not touched yet');
+    assert.deepEqual([memory.readU8(0), memory.readU8(PAGE), memory.readU8(2 * PAGE)], [0, 0, 0], 'the lost pages read as zeros');
+    assert.deepEqual(mm.faulted(), [{ region: shrunk, pages: 2 }]);
+    mm.clear();
+  });
+
+  describe('onMemoryFault', () => {
+    // Eight pages whose file is cut to nothing: each read of another page is one fault.
+    let fd = -1;
+    let lost = new Uint8Array(0);
+    let next = 0;
+    const fault = (): void => assert.equal(lost[PAGE * next++], 0);
+    before(() => {
+      fd = memfd(8 * PAGE);
+      lost = new Uint8Array(native.mmap(fd, 8 * PAGE, 0));
+      ftruncateSync(fd, 0);
+    });
+    after(() => {
+      native.munmap(lost.buffer as ArrayBuffer);
+      native.close(fd);
+    });
+
+    it('every listener is called after a fault, one unsubscribed no more; the others still are', async () => {
+      const calls = { a: 0, b: 0 };
+      const offA = onMemoryFault(() => calls.a++);
+      const offB = onMemoryFault(() => calls.b++); // the watch already runs: not a second one
+      try {
+        fault();
+        await waitFor(() => calls.a === 1 && calls.b === 1, 'both listeners', 2000);
+        offA();
+        fault();
+        await waitFor(() => calls.b === 2, 'the listener left', 2000);
+        assert.equal(calls.a, 1);
+      } finally {
+        offA();
+        offB();
+      }
+    });
+
+    it('with no listener left the watch stops (a fault stays counted on the eventfd); the next listener starts it again; unsubscribing twice is harmless', async () => {
+      let calls = 0;
+      const off = onMemoryFault(() => calls++);
+      off();
+      off();
+      fault();
+      await settle();
+      assert.equal(native.eventfdRead(native.memoryFaultFd()!), 1, 'nobody read the eventfd');
+      const offAgain = onMemoryFault(() => calls++);
+      try {
+        fault();
+        await waitFor(() => calls === 1, 'the new listener', 2000);
+      } finally {
+        offAgain();
+      }
+    });
   });
 });

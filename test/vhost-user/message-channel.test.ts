@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { encodeHeader, encodeMessage, type RawMessage } from '../../src/vhost-user/codec.js';
 import { MessageChannel, closeQuietly } from '../../src/vhost-user/message-channel.js';
@@ -49,22 +50,44 @@ function pair(onMessage?: (m: RawMessage) => void): { ch: MessageChannel; peer: 
   return { ch, peer, rec, fd };
 }
 
-/** Reads exactly `n` bytes from the non-blocking `fd`, yielding to the event loop between reads. */
-async function readAll(fd: number, n: number): Promise<Uint8Array> {
+/**
+ * Reads exactly `n` bytes from the non-blocking `fd`, yielding to the event loop between reads;
+ * the fds that come with them are added to `fds`.
+ */
+async function readAll(fd: number, n: number, fds: number[] = []): Promise<Uint8Array> {
   const out = new Uint8Array(n);
   let got = 0;
   const deadline = Date.now() + 2000;
   while (got < n) {
-    const r = native.recvMsg(fd, out.subarray(got), 0);
+    const r = native.recvMsg(fd, out.subarray(got), 8);
     if (r === null) {
       assert.ok(Date.now() < deadline, `read ${got} of ${n} bytes`);
       await new Promise((res) => setTimeout(res, 1));
       continue;
     }
     assert.ok(r.bytes > 0, `end of stream after ${got} of ${n} bytes`);
+    fds.push(...r.fds);
     got += r.bytes;
   }
   return out;
+}
+
+/**
+ * An open eventfd numbered `fd`, a number closed before: eventfds are opened until the kernel
+ * (lowest free number first) hands it out again. Shows a second close of a number already closed.
+ */
+function eventfdNumbered(fd: number): number {
+  const others: number[] = [];
+  try {
+    for (let i = 0; i < 64; i++) {
+      const e = native.eventfd(0, false);
+      if (e === fd) return e;
+      others.push(e);
+    }
+    assert.fail(`fd ${fd} was not handed out again`);
+  } finally {
+    others.forEach(closeQuietly);
+  }
 }
 
 const pattern = (n: number, seed: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
@@ -100,24 +123,57 @@ describe('MessageChannel: receiving', () => {
     assert.equal(isOpen(fd), false, 'the channel closed its socket');
   });
 
-  it('a peer that leaves in the middle of a payload: closed with that reason, the fds of the half message closed', async () => {
+  it('a peer that leaves after a header announcing a payload, or in the middle of the payload: closed with that reason, the fds of the half message closed', async () => {
+    for (const cut of [12, 14]) {
+      const { ch, peer, rec } = pair();
+      ch.start();
+      const m = encodeMessage(Request.SET_VRING_KICK, V, new Uint8Array(8));
+      const efd = native.eventfd(0, false);
+      native.sendMsg(peer, m.subarray(0, cut), [efd]);
+      native.close(efd);
+      await settle();
+      // The channel holds the received copy of the eventfd: the only one left in the process.
+      const held = (ch as unknown as { fds: number[] }).fds;
+      assert.equal(held.length, 1);
+      const copy = held[0]!;
+      assert.equal(native.fdKind(copy), 'eventfd');
+      native.close(peer);
+      await waitFor(() => rec.closes.length === 1, 'the close');
+      assert.deepEqual(rec.closes, ['peer closed the connection in the middle of a message'], `cut after ${cut} bytes`);
+      assert.equal(isOpen(copy), false, 'the half message’s fd was closed');
+      assert.deepEqual(rec.messages, []);
+    }
+  });
+
+  it('more fds with one message than it may carry (9, from a peer in python3): delivered with 8, flagged truncatedFds; the next message is not flagged', async (t) => {
     const { ch, peer, rec } = pair();
     ch.start();
-    const m = encodeMessage(Request.SET_VRING_KICK, V, new Uint8Array(8));
-    const efd = native.eventfd(0, false);
-    native.sendMsg(peer, m.subarray(0, 14), [efd]);
-    native.close(efd);
-    await settle();
-    // The channel holds the received copy of the eventfd: the only one left in the process.
-    const held = (ch as unknown as { fds: number[] }).fds;
-    assert.equal(held.length, 1);
-    const copy = held[0]!;
-    assert.equal(native.fdKind(copy), 'eventfd');
-    native.close(peer);
-    await waitFor(() => rec.closes.length === 1, 'the close');
-    assert.deepEqual(rec.closes, ['peer closed the connection in the middle of a message']);
-    assert.equal(isOpen(copy), false, 'the half message’s fd was closed');
-    assert.deepEqual(rec.messages, []);
+    // The addon sends at most 8 fds per message; a peer that sends more is played by python3.
+    const send9 = `
+import array, os, socket, sys
+s = socket.socket(fileno=3)
+fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(9)]
+s.sendmsg([bytes.fromhex(sys.argv[1])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))])
+s.detach()`;
+    const hex = Buffer.from(encodeMessage(Request.SET_MEM_TABLE, V)).toString('hex');
+    const r = spawnSync('python3', ['-S', '-I', '-c', send9, hex], { stdio: ['ignore', 'ignore', 'pipe', peer], encoding: 'utf8', timeout: 10_000 });
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+      ch.close();
+      // .ci/run installs python3: under CI its absence is a failure, elsewhere a loud skip.
+      if (process.env.CI === 'true') assert.fail('python3 is needed under CI (the 9-fd peer)');
+      console.error('SKIPPED (9-fd peer): no python3 on PATH');
+      return t.skip('no python3');
+    }
+    assert.equal(r.status, 0, r.stderr);
+    native.write(peer, encodeMessage(Request.GET_FEATURES, V));
+    await waitFor(() => rec.messages.length === 2, 'both messages');
+    const [first, second] = rec.messages as [RawMessage, RawMessage];
+    assert.equal(first.truncatedFds, true);
+    assert.equal(first.fds.length, 8);
+    first.fds.forEach((fd) => native.close(fd));
+    assert.equal(second.truncatedFds, false);
+    assert.deepEqual(second.fds, []);
+    ch.close();
   });
 
   it('a socket error (the peer left with our bytes unread: ECONNRESET, POLLERR) closes with "socket error: …"', async () => {
@@ -158,6 +214,16 @@ describe('MessageChannel: receiving', () => {
     // The channel closed with the second message unread: the peer sees a reset connection.
     assert.throws(() => native.readFull(peer, new Uint8Array(1)), { code: 'ECONNRESET' });
   });
+
+  it('a handler that throws something that is not an Error (undefined): the connection ends all the same, the reason says what was thrown', async () => {
+    const { ch, peer, rec } = pair(() => {
+      throw undefined;
+    });
+    ch.start();
+    native.write(peer, encodeMessage(Request.GET_FEATURES, V));
+    await waitFor(() => rec.closes.length === 1, 'the close');
+    assert.deepEqual(rec.closes, ['internal error handling a message: undefined']);
+  });
 });
 
 describe('MessageChannel: pause, resume, unref', () => {
@@ -186,6 +252,23 @@ describe('MessageChannel: pause, resume, unref', () => {
     ch.resume();
     ch.close('again');
     assert.deepEqual(rec.closes, ['closed locally'], 'onClose is called once');
+  });
+
+  it('paused before start: start watches nothing yet (a watch would fire without end on unread data); resume starts reading and delivers what waited', async () => {
+    const { ch, peer, rec } = pair();
+    try {
+      ch.pause();
+      ch.start();
+      native.write(peer, encodeMessage(Request.GET_FEATURES, V));
+      await settle();
+      assert.equal(rec.messages.length, 0);
+      assert.equal((ch as unknown as { watch: unknown }).watch, null, 'no watch while paused');
+      ch.resume(); // the one watch on the fd (a second one would fail: EEXIST)
+      await waitFor(() => rec.messages.length === 1, 'the message after resume');
+      assert.deepEqual(rec.closes, []);
+    } finally {
+      ch.close();
+    }
   });
 
   it('unref: a thread whose only handle is an unref’d channel ends (unref before start, across pause/resume, or after start); a ref’d one does not', async () => {
@@ -286,32 +369,64 @@ describe('MessageChannel: sending', () => {
     ch.close();
   });
 
-  it('close while a send waits: the retry is cancelled, the unsent message’s closeFds fds are closed', async () => {
+  it('a message sent in pieces: its fds go with the first piece only, and are closed once (their number, handed out again meanwhile, is left alone)', async () => {
     const { ch, peer, rec } = pair();
     ch.start();
-    ch.send(pattern(600_000, 3));
+    native.setNonblocking(peer, true);
+    const big = pattern(600_000, 5);
+    const efd = native.eventfd(0, false);
+    ch.send(big, [efd], true);
+    assert.ok((ch as unknown as { outgoingBytes: number }).outgoingBytes > 0, 'a short write');
+    assert.equal(isOpen(efd), false, 'closed once the first piece went');
+    const reused = eventfdNumbered(efd);
+    toClose.push(reused);
+    const fds: number[] = [];
+    assert.deepEqual(Buffer.from(await readAll(peer, big.length, fds)), Buffer.from(big));
+    assert.equal(fds.length, 1, 'one fd, with the first piece');
+    assert.equal(native.fdKind(fds[0]!), 'eventfd');
+    native.close(fds[0]!);
+    assert.equal((ch as unknown as { outgoingBytes: number }).outgoingBytes, 0);
+    assert.equal(isOpen(reused), true, 'the later pieces did not close the number again');
+    assert.deepEqual(rec.closes, []);
+    ch.close();
+  });
+
+  it('close while a send waits: the retry is cancelled; the unsent messages’ fds are closed only with closeFds; a half-sent message’s, closed when it started, not again', async () => {
+    const { ch, peer, rec } = pair();
+    ch.start();
+    const first = native.eventfd(0, false);
+    ch.send(pattern(600_000, 3), [first], true); // half sent: `first` went with the first piece
+    assert.equal(isOpen(first), false);
+    const reused = eventfdNumbered(first);
+    toClose.push(reused);
     const efd = native.eventfd(0, false);
     ch.send(encodeMessage(Request.GET_FEATURES, V), [efd], true);
+    const mine = native.eventfd(0, false);
+    toClose.push(mine);
+    ch.send(encodeMessage(Request.GET_FEATURES, V), [mine], false);
     assert.ok((ch as unknown as { retry: unknown }).retry !== null, 'a retry is pending');
     ch.close('test over');
     assert.equal((ch as unknown as { retry: unknown }).retry, null);
-    assert.equal(isOpen(efd), false);
+    assert.equal(isOpen(efd), false, 'closeFds: closed with the channel');
+    assert.equal(isOpen(mine), true, 'without closeFds: the caller’s');
+    assert.equal(isOpen(reused), true, 'the half-sent message’s fd is not closed twice');
     await new Promise((r) => setTimeout(r, 10)); // a retry that fired now would throw on the closed fd
     assert.deepEqual(rec.closes, ['test over']);
     native.close(peer);
     toClose.splice(toClose.indexOf(peer), 1);
   });
 
-  it('a peer that does not read while more than 1 MiB is owed is disconnected', () => {
+  it('a peer that does not read: owing it exactly 1 MiB is tolerated, one byte more disconnects', () => {
     const { ch, rec } = pair();
     ch.start();
-    const size = (1 << 20) + 600_000;
-    ch.send(pattern(size, 4));
-    assert.equal(rec.closes.length, 1);
-    const m = /^peer is not reading \((\d+) bytes queued\)$/.exec(rec.closes[0]!);
-    assert.ok(m, rec.closes[0]!);
-    const queued = Number(m[1]);
-    assert.ok(queued > 1 << 20 && queued < size, `${queued} bytes queued`);
+    ch.send(pattern(600_000, 4)); // more than the socket buffers hold
+    const queued = (ch as unknown as { outgoingBytes: number }).outgoingBytes;
+    assert.ok(queued > 0, 'a short write');
+    ch.send(pattern((1 << 20) - queued, 5));
+    assert.equal((ch as unknown as { outgoingBytes: number }).outgoingBytes, 1 << 20);
+    assert.deepEqual(rec.closes, []);
+    ch.send(Uint8Array.of(6));
+    assert.deepEqual(rec.closes, [`peer is not reading (${(1 << 20) + 1} bytes queued)`]);
     assert.equal(ch.isClosed, true);
   });
 
@@ -338,5 +453,19 @@ describe('closeQuietly', () => {
     assert.doesNotThrow(() => closeQuietly(null));
     assert.doesNotThrow(() => closeQuietly(undefined));
     assert.doesNotThrow(() => closeQuietly(-1));
+  });
+
+  it('fd 0 is an fd like the others: closed (in a child, its stdin)', () => {
+    const script = `
+      const { closeQuietly } = await import(${JSON.stringify(new URL('../../src/vhost-user/message-channel.js', import.meta.url).href)});
+      const { native } = await import(${JSON.stringify(new URL('../../src/vhost-user/native/index.js', import.meta.url).href)});
+      const before = native.fdKind(0);
+      closeQuietly(0);
+      let after = 'open';
+      try { native.fdKind(0); } catch (e) { after = e.code; }
+      console.log(JSON.stringify([before, after]));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), ['socket', 'EBADF']);
   });
 });
