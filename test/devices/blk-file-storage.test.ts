@@ -442,10 +442,25 @@ for (const aio of ENGINES) {
   });
 }
 
-test('aio=auto (the default): io_uring up to 64 KiB, and for larger transfers while one turn\'s batch stays within 1 MiB; the pool beyond', engine('io_uring'), async () => {
-  const file = image(4 * 1024 * 1024);
-  const s = await FileStorage.open(file);
-  const probe = await fsp.open(file, 'r');
+/** A 4 MiB image in `where` (a directory). */
+function imageIn(where: string): string {
+  const file = path.join(where, `auto-${n++}.img`);
+  writeFileSync(file, new Uint8Array(4 * 1024 * 1024));
+  return file;
+}
+
+/** tmpfs, when this machine has one whose files refuse RWF_NOWAIT (Linux 6.18's does), else why not. */
+function tmpfsDir(): string | { skip: string } {
+  if (!existsSync('/dev/shm') || statfsSync('/dev/shm').type !== TMPFS_MAGIC) return { skip: 'no tmpfs at /dev/shm' };
+  return mkdtempSync(path.join('/dev/shm', 'virtio-blk-test-'));
+}
+
+/**
+ * Which engine each transfer of `s` takes, for: a 64 KiB write, a 1 MiB write alone in its
+ * turn, two writes of 512.5 KiB in one turn, and the same three reads.
+ */
+async function routes(s: FileStorage): Promise<string[]> {
+  const probe = await fsp.open(s.path, 'r');
   const handleProto = Object.getPrototypeOf(probe) as { readv(...a: unknown[]): Promise<unknown>; writev(...a: unknown[]): Promise<unknown> };
   await probe.close();
   const ringProto = IoRing.prototype as unknown as { read(...a: unknown[]): Promise<number>; write(...a: unknown[]): Promise<number> };
@@ -460,31 +475,61 @@ test('aio=auto (the default): io_uring up to 64 KiB, and for larger transfers wh
   };
   const restore = [spy(handleProto, 'readv', 'pool read'), spy(handleProto, 'writev', 'pool write'), spy(ringProto, 'read', 'ring read'), spy(ringProto, 'write', 'ring write')];
   try {
-    assert.equal(s.aio, 'auto');
     const small = filled(64 * 1024, 3);
     const large = filled(RING_BATCH_BYTES, 4);
     const half = filled(RING_BATCH_BYTES / 2 + SECTOR, 5);
-    await s.write(0, [small]); // small: the ring
-    await s.write(RING_BATCH_BYTES, [large.subarray(0, 1000), large.subarray(1000)]); // alone in its turn: the ring
-    // two in one turn: the second would take the batch past RING_BATCH_BYTES, so the pool copies it
+    await s.write(0, [small]);
+    await s.write(RING_BATCH_BYTES, [large.subarray(0, 1000), large.subarray(1000)]);
     await Promise.all([s.write(2 * RING_BATCH_BYTES, [half]), s.write(3 * RING_BATCH_BYTES, [half])]);
-    assert.deepEqual(calls, ['ring write', 'ring write', 'ring write', 'pool write']);
-    calls.length = 0;
-    const back1 = new Uint8Array(small.length);
-    const back2 = new Uint8Array(large.length);
-    const back3 = new Uint8Array(half.length);
-    const back4 = new Uint8Array(half.length);
-    await s.read(0, [back1]);
-    await s.read(RING_BATCH_BYTES, [back2]);
-    await Promise.all([s.read(2 * RING_BATCH_BYTES, [back3]), s.read(3 * RING_BATCH_BYTES, [back4])]);
-    assert.deepEqual(back1, small);
-    assert.deepEqual(back2, large);
-    assert.deepEqual(back3, half);
-    assert.deepEqual(back4, half);
-    assert.deepEqual(calls, ['ring read', 'ring read', 'ring read', 'pool read']);
+    const back = [small, large, half, half].map((b) => new Uint8Array(b.length));
+    await s.read(0, [back[0]!]);
+    await s.read(RING_BATCH_BYTES, [back[1]!]);
+    await Promise.all([s.read(2 * RING_BATCH_BYTES, [back[2]!]), s.read(3 * RING_BATCH_BYTES, [back[3]!])]);
+    assert.deepEqual(back, [small, large, half, half]);
+    return calls;
   } finally {
     restore.forEach((r) => r());
+  }
+}
+
+test('aio=auto (the default) on a disk file system, whose files take RWF_NOWAIT: io_uring for every transfer, any size', engine('io_uring'), async () => {
+  const s = await FileStorage.open(imageIn(dir));
+  try {
+    assert.equal(s.aio, 'auto');
+    const ring = IoRing.open(8);
+    assert.ok(typeof ring !== 'string');
+    assert.equal(ring.readsInline(s.fd), true, 'a file on a disk file system takes RWF_NOWAIT reads');
+    await ring.close();
+    assert.deepEqual(await routes(s), ['ring write', 'ring write', 'ring write', 'ring write', 'ring read', 'ring read', 'ring read', 'ring read']);
+  } finally {
     await s.close();
   }
 });
+
+const shm = tmpfsDir();
+test(
+  'aio=auto on tmpfs, whose files refuse RWF_NOWAIT: io_uring up to 64 KiB, and for larger transfers while one turn\'s batch stays within 1 MiB; the pool beyond',
+  typeof shm === 'string' ? engine('io_uring') : shm,
+  async (t) => {
+    const where = shm as string;
+    t.after(() => rmSync(where, { recursive: true, force: true }));
+    const s = await FileStorage.open(imageIn(where));
+    try {
+      const ring = IoRing.open(8);
+      assert.ok(typeof ring !== 'string');
+      const inline = ring.readsInline(s.fd);
+      await ring.close();
+      if (inline) {
+        console.error('SKIPPED (aio=auto on tmpfs): this kernel\'s tmpfs takes RWF_NOWAIT, so auto uses io_uring for everything there');
+        return t.skip('tmpfs takes RWF_NOWAIT here');
+      }
+      assert.equal(s.aio, 'auto');
+      // 64 KiB: the ring; 1 MiB alone in its turn: the ring; two in one turn: the second would take
+      // the batch past RING_BATCH_BYTES, so the pool copies it.
+      assert.deepEqual(await routes(s), ['ring write', 'ring write', 'ring write', 'pool write', 'ring read', 'ring read', 'ring read', 'pool read']);
+    } finally {
+      await s.close();
+    }
+  },
+);
 

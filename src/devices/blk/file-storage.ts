@@ -6,13 +6,17 @@
  *    `io_uring` (io-ring.ts: requests of one tick go to the kernel in one io_uring_enter,
  *    completions are reaped in batches, page-cache hits complete without a thread hand-off),
  *    or `threads`: `FileHandle.readv/writev(buffers, position)`, preadv/pwritev on libuv's
- *    thread pool (UV_THREADPOOL_SIZE threads, 4 by default). The default, where the kernel
- *    and the addon allow io_uring, uses io_uring for transfers up to {@link RING_MAX_BYTES}
- *    and the pool for larger ones: measured (docs/performance-blk.md), io_uring takes 4 KiB
- *    requests at 2.5-4.5x less CPU than the pool at depth 32-128, but 1 MiB buffered reads
- *    cost more through it (the copy runs inline on the loop's thread, or in io-wq workers
- *    started and stopped on demand) than on the pool's threads. Either way the model's vectors (the chain's segments, views of
- *    guest memory) go to the kernel as they are: no copy. Short transfers are continued; a read
+ *    thread pool (UV_THREADPOOL_SIZE threads, 4 by default). The default, `auto`, where the
+ *    kernel and the addon allow io_uring, uses it for every transfer of a file whose reads it
+ *    can complete inline (the file takes RWF_NOWAIT: ext4, xfs, block devices); for a file
+ *    that refuses RWF_NOWAIT (tmpfs), whose every io_uring read goes to io_uring's worker
+ *    threads, it uses io_uring up to {@link RING_MAX_BYTES} and while a turn's batch stays
+ *    within {@link RING_BATCH_BYTES}, the pool beyond. Measured (docs/performance-blk.md):
+ *    io_uring takes 4 KiB requests at 2.5-4.5x less CPU than the pool at depth 32-128 and
+ *    1 MiB reads of a page-cached ext4 file at less CPU than the pool or qemu-storage-daemon
+ *    at depth 1 and 8; on tmpfs the pool was faster for 1 MiB reads at depth 8. Either way
+ *    the model's buffers (the chain's segments as spans of guest memory for io_uring, views
+ *    for the pool) go to the kernel as they are: no copy. Short transfers are continued; a read
  *    that meets the end of the file inside the capacity (the file shrank under us) is an error.
  *  - `direct` (O_DIRECT): the kernel then needs buffer addresses, file offsets and lengths
  *    aligned to the file system's direct-I/O alignment, which guest buffers are not. Every
@@ -99,8 +103,9 @@ export interface FileStorageOptions {
   /**
    * The I/O engine, as QEMU's `aio=`: 'io_uring' for everything (refused with a clear error
    * where it cannot run), 'threads' (libuv's pool) for everything, or by default 'auto':
-   * io_uring up to RING_MAX_BYTES per transfer and the pool above, or the pool alone where
-   * io_uring is not available.
+   * io_uring for everything on a file that takes RWF_NOWAIT reads; on one that does not
+   * (tmpfs), io_uring up to RING_MAX_BYTES and within RING_BATCH_BYTES per turn, the pool for
+   * the rest; the pool alone where io_uring is not available.
    */
   aio?: AioEngine;
 }
@@ -108,13 +113,17 @@ export interface FileStorageOptions {
 /** How the file store does its I/O (see the module comment). */
 export type AioEngine = 'threads' | 'io_uring' | 'auto';
 
-/** Under aio=auto, transfers up to this size always go through io_uring. */
+/**
+ * Under aio=auto, for a file whose reads io_uring cannot complete inline (one that refuses
+ * RWF_NOWAIT, such as tmpfs: io_uring hands each read to its worker threads), transfers up to
+ * this size go through io_uring; on a file that takes RWF_NOWAIT (ext4, xfs, block devices)
+ * every transfer does. Measured in docs/performance-blk.md, "Large transfers".
+ */
 export const RING_MAX_BYTES = 64 * 1024;
 /**
- * Under aio=auto, a larger transfer goes through io_uring too while the batch of the current
- * event-loop turn (what one io_uring_enter will copy inline on the loop's thread) stays within
- * this many bytes; beyond it, through the thread pool, whose threads copy while the loop goes on
- * answering (docs/performance-blk.md, "Large transfers").
+ * Under aio=auto, on a file of the first kind, a larger transfer goes through io_uring too
+ * while the batch of the current event-loop turn stays within this many bytes; beyond it,
+ * through the thread pool, whose threads copy while the loop goes on answering.
  */
 export const RING_BATCH_BYTES = 1024 * 1024;
 
@@ -249,7 +258,9 @@ export class FileStorage implements BlockStorage {
     private readonly handle: FileHandle,
     /** The io_uring engine, or undefined for libuv's thread pool. */
     private readonly ring: IoRing | undefined,
-    /** Transfers up to this many bytes go through `ring`; larger ones through the pool. */
+    /** The engine asked for. */
+    private readonly engine: AioEngine,
+    /** Transfers up to this many bytes go through `ring`; larger ones by the batch rule (viaRing). */
     private readonly ringMax: number,
     readonly path: string,
     readonly size: number,
@@ -271,10 +282,9 @@ export class FileStorage implements BlockStorage {
     return `${this.path} (${humanSize(this.size)}${this.readOnly ? ', read-only' : ''}${this.directAlignment ? ', O_DIRECT' : ''}, aio=${this.aio})`;
   }
 
-  /** The I/O engine in use ('auto': io_uring for small transfers, the pool for large ones). */
+  /** The I/O engine in use ('auto': io_uring, with the pool for large transfers of files io_uring cannot read inline). */
   get aio(): AioEngine {
-    if (!this.ring) return 'threads';
-    return this.ringMax === Infinity ? 'io_uring' : 'auto';
+    return this.ring ? this.engine : 'threads';
   }
 
   /** The open file's descriptor (tests, diagnostics). */
@@ -357,8 +367,9 @@ export class FileStorage implements BlockStorage {
           ring = r;
         }
       }
-      const ringMax = options.aio === 'io_uring' ? Infinity : RING_MAX_BYTES;
-      return new FileStorage(handle, ring, ringMax, path, bytes, readOnly, alignment, bounce, zeroChunk);
+      const engine = options.aio ?? 'auto';
+      const ringMax = engine === 'io_uring' || ring?.readsInline(handle.fd) ? Infinity : RING_MAX_BYTES;
+      return new FileStorage(handle, ring, engine, ringMax, path, bytes, readOnly, alignment, bounce, zeroChunk);
     } catch (e) {
       await handle.close().catch(() => {});
       throw e;

@@ -29,6 +29,8 @@ interface IoRingNative {
   ioRingSubmit(ring: Ring): number;
   ioRingReap(ring: Ring, out: Int32Array): number;
   ioRingClose(ring: Ring): void;
+  /** Absent from an addon built before it. */
+  fileReadsInline?(fd: number): boolean;
 }
 
 const OP_READ = 0;
@@ -138,6 +140,15 @@ export class IoRing {
    */
   get batchBytes(): number {
     return this.batched;
+  }
+
+  /**
+   * Whether reads of `fd` can complete inline in io_uring_enter (the file takes RWF_NOWAIT):
+   * false for a file system that refuses it (tmpfs), whose every read io_uring hands to its
+   * io-wq worker threads, and when the addon cannot tell.
+   */
+  readsInline(fd: number): boolean {
+    return this.addon.fileReadsInline?.(fd) ?? false;
   }
 
   /** Requests not yet completed (with the kernel or waiting for room). */

@@ -25,6 +25,8 @@
  *   ioRingReap(ring, out Int32Array) -> completions written to out as (tag, result) pairs;
  *        result is bytes transferred or a negated errno.
  *   ioRingClose(ring)
+ *   fileReadsInline(fd)              -> false when the file refuses RWF_NOWAIT (io_uring then
+ *        punts every read of it to io-wq workers): the file store's aio=auto uses it.
  *
  * Buffers: the kernel reads iovec arrays at submission (IORING_FEAT_SUBMIT_STABLE, required
  * at creation), so they live in an arena reset once everything queued has been submitted; the
@@ -567,13 +569,36 @@ static napi_value IoRingClose(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * fileReadsInline(fd) -> whether the file takes RWF_NOWAIT reads: a one-byte preadv2 at offset 0
+ * with RWF_NOWAIT. EOPNOTSUPP (tmpfs on Linux 6.18, for one) means io_uring can never complete
+ * a read of it inline in io_uring_enter and hands every one to its io-wq worker threads; any
+ * other outcome (data, EAGAIN for an uncached page, an empty file) means it can.
+ */
+static napi_value FileReadsInline(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a non-negative integer");
+    return NULL;
+  }
+  char byte;
+  struct iovec v = {&byte, 1};
+  ssize_t n;
+  do n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
+  while (n < 0 && errno == EINTR);
+  napi_get_boolean(env, !(n < 0 && errno == EOPNOTSUPP), &out);
+  return out;
+}
+
 #define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
 
 napi_status io_ring_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       FN("ioRingCreate", IoRingCreate), FN("ioRingEventfd", IoRingEventfd), FN("ioRingEntries", IoRingEntries),
       FN("ioRingQueue", IoRingQueue),   FN("ioRingQueueSpans", IoRingQueueSpans),   FN("ioRingSubmit", IoRingSubmit),   FN("ioRingReap", IoRingReap),
-      FN("ioRingClose", IoRingClose),
+      FN("ioRingClose", IoRingClose),   FN("fileReadsInline", FileReadsInline),
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }
