@@ -206,6 +206,44 @@ test('io ring spans: a span outside its base, a bad base index or a table too sh
   }
 });
 
+test('io ring: four times its entries in flight at once, reads completed inline and writes by workers, on disk and on tmpfs: each settles once with its bytes; then nothing is pending', { ...engine('io_uring'), timeout: 20_000 }, async () => {
+  const where = [dir, ...(existsSync('/dev/shm') ? ['/dev/shm'] : [])];
+  for (const d of where) {
+    const file = path.join(d, `ring-many-${process.pid}-${n++}.img`);
+    const blocks = 256;
+    const content = filled(blocks * SECTOR, 7);
+    writeFileSync(file, content);
+    const handle = await fsp.open(file, 'r+');
+    const ring = IoRing.open(16);
+    assert.ok(typeof ring !== 'string');
+    try {
+      const reads = Array.from({ length: 32 }, () => new Uint8Array(SECTOR));
+      const written = Array.from({ length: 32 }, (_, i) => filled(SECTOR, 100 + i));
+      // 64 requests on a 16-entry ring: 48 wait their turn; reads of blocks 0-31, writes of 128-159
+      let settled = 0;
+      const count = <T>(p: Promise<T>) => p.then((v) => (settled++, v));
+      const results = await Promise.all([
+        ...reads.map((b, i) => count(ring.read(handle.fd, i * SECTOR, [b]))),
+        ...written.map((b, i) => count(ring.write(handle.fd, (128 + i) * SECTOR, [b]))),
+      ]);
+      assert.equal(settled, 64);
+      assert.ok(results.every((r) => r === SECTOR), `every transfer whole (${d})`);
+      reads.forEach((b, i) => assert.deepEqual(b, content.subarray(i * SECTOR, (i + 1) * SECTOR)));
+      const after = readFileSync(file);
+      written.forEach((b, i) => assert.deepEqual(new Uint8Array(after.subarray((128 + i) * SECTOR, (129 + i) * SECTOR)), b));
+      assert.equal(ring.pending, 0);
+      // one more after the burst: the ring is still served (no completion was left without its wake-up)
+      const again = new Uint8Array(SECTOR);
+      assert.equal(await ring.read(handle.fd, 200 * SECTOR, [again]), SECTOR);
+      assert.deepEqual(again, content.subarray(200 * SECTOR, 201 * SECTOR));
+    } finally {
+      await ring.close();
+      await handle.close();
+      rmSync(file, { force: true });
+    }
+  }
+});
+
 test('capacity: the size rounded down to 512, the remainder reported and never touched', async () => {
   const file = image(filled(4 * SECTOR + 100, 5));
   const warnings: string[] = [];

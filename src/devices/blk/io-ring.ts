@@ -27,7 +27,7 @@ interface IoRingNative {
   /** Absent from an addon built before it: then spans are queued as views. */
   ioRingQueueSpans?(ring: Ring, op: number, fd: number, position: number, bases: readonly Uint8Array[], table: Float64Array, count: number, tag: number): boolean;
   ioRingSubmit(ring: Ring): number;
-  ioRingReap(ring: Ring, out: Int32Array): number;
+  ioRingReap(ring: Ring, out: Int32Array, clearEventfd?: boolean): number;
   ioRingClose(ring: Ring): void;
   /** Absent from an addon built before it. */
   fileReadsInline?(fd: number): boolean;
@@ -73,6 +73,8 @@ export class IoRing {
   /** Bytes of the reads and writes asked for since the last submission. */
   private batched = 0;
   private submitScheduled = false;
+  /** In reap(): a submit made from there leaves its inline completions to the eventfd's wake-up. */
+  private reaping = false;
   private inKernel = 0;
   private closed = false;
   private readonly submitNow = (): void => this.submit();
@@ -223,14 +225,35 @@ export class IoRing {
       this.queued -= this.addon.ioRingSubmit(this.ring);
     } catch (e) {
       this.fail(e as Error);
+      return;
     }
-    // What the kernel could not take yet (its CQ is busy) goes with the next reap.
+    // What the kernel could not take yet (its CQ is busy) goes with the next reap. What it
+    // completed inside io_uring_enter (reads of cached pages on a file that takes RWF_NOWAIT)
+    // is reaped now, in this turn: no second wake-up of the loop for it.
+    if (!this.reaping && this.inKernel > 0) this.reap(true);
   }
 
-  private reap(): void {
+  /**
+   * Settles the completions in the CQ. `afterSubmit`: called right after a submit, it resets the
+   * completion eventfd first (the addon reads it before the CQ, so a completion posted later
+   * still wakes the loop).
+   */
+  private reap(afterSubmit = false): void {
+    this.reaping = true;
+    try {
+      this.reapAll(afterSubmit);
+    } finally {
+      this.reaping = false;
+    }
+    if (this.queued > 0 && !this.submitScheduled) this.submit();
+    if (this.inKernel === 0) this.watch.unref();
+  }
+
+  private reapAll(clearEventfd: boolean): void {
     let n: number;
     do {
-      n = this.addon.ioRingReap(this.ring, this.out);
+      n = this.addon.ioRingReap(this.ring, this.out, clearEventfd);
+      clearEventfd = false;
       for (let i = 0; i < n; i++) {
         const tag = this.out[2 * i]!;
         const res = this.out[2 * i + 1]!;
@@ -251,8 +274,6 @@ export class IoRing {
       const w = this.waiting.shift()!;
       this.enqueue(w.op, w.fd, w.position, w.buffers, w.resolve, w.reject);
     }
-    if (this.queued > 0 && !this.submitScheduled) this.submit();
-    if (this.inKernel === 0) this.watch.unref();
   }
 
   /** The ring itself failed (cannot happen short of a kernel bug): every request fails. */

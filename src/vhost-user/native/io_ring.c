@@ -22,8 +22,10 @@
  *        buffers given as `count` spans (base index, offset, length) of `bases` (Uint8Arrays)
  *        in a Float64Array: no object per buffer, each span checked to lie inside its base.
  *   ioRingSubmit(ring)               -> SQEs the kernel took (0 when it is busy: reap, retry)
- *   ioRingReap(ring, out Int32Array) -> completions written to out as (tag, result) pairs;
- *        result is bytes transferred or a negated errno.
+ *   ioRingReap(ring, out Int32Array[, clearEventfd]) -> completions written to out as (tag,
+ *        result) pairs; result is bytes transferred or a negated errno. clearEventfd: reset the
+ *        completion eventfd first (to reap right after a submit whose completions came inline,
+ *        without the loop waking for them again).
  *   ioRingClose(ring)
  *   fileReadsInline(fd)              -> false when the file refuses RWF_NOWAIT (io_uring then
  *        punts every read of it to io-wq workers): the file store's aio=auto uses it.
@@ -531,10 +533,27 @@ static napi_value IoRingSubmit(napi_env env, napi_callback_info info) {
 }
 
 static napi_value IoRingReap(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out;
-  if (!get_args(env, info, 2, argv)) return NULL;
+  napi_value argv[3], out;
+  size_t argc = 3;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
+    return NULL;
+  }
   io_ring *r = ring_arg(env, argv[0], NULL);
   if (r == NULL) return NULL;
+  bool clear = false;
+  napi_valuetype t3;
+  if (argc >= 3 && napi_typeof(env, argv[2], &t3) == napi_ok && t3 == napi_boolean) napi_get_value_bool(env, argv[2], &clear);
+  if (clear) {
+    /* Reset the completion eventfd before reading the CQ: every CQE posted before this read is
+     * reaped below, and any posted after it signals the eventfd again (no completion is left
+     * without a wake-up). The caller reaps right after a submit whose completions came inline. */
+    uint64_t count;
+    ssize_t n;
+    do n = read(r->efd, &count, sizeof count);
+    while (n < 0 && errno == EINTR);
+  }
   napi_typedarray_type type;
   size_t len;
   void *data;
