@@ -16,6 +16,7 @@ export * from './virtio/constants.js';
 export { VirtioError, isVirtioError, fail, type VirtioErrorCode } from './virtio/errors.js';
 export { GuestMemory, MemoryRegion, type MemoryRegionInit } from './virtio/memory.js';
 export { DescriptorChain } from './virtio/chain.js';
+export { SegmentSpans } from './virtio/segment-spans.js';
 export { DeviceQueue, type DeviceQueueOptions } from './virtio/device-queue.js';
 export { DriverQueue, type Buffer as DriverBuffer, type DriverQueueOptions, type UsedBuffer } from './virtio/driver-queue.js';
 export { ringViewsFromGuest, ringViewsFromBytes, type RingViews } from './virtio/ring-views.js';
