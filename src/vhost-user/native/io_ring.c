@@ -308,6 +308,16 @@ static struct iovec *iov_take(io_ring *r, size_t n) {
   return v;
 }
 
+/* Room for the n iovecs of one request: `one` for a single buffer, else the arena (NULL: no
+ * room until a submit). iovecs_return gives back what iovecs_for took from the arena. */
+static struct iovec *iovecs_for(io_ring *r, uint32_t n, struct iovec *one) {
+  return n > 1 ? iov_take(r, n) : one;
+}
+
+static void iovecs_return(io_ring *r, uint32_t n, const struct iovec *v, const struct iovec *one) {
+  if (v != one) r->iov_used -= n;
+}
+
 /* The arguments every queue call shares: ring, op, fd, position (argv[0..3]) and the tag. */
 typedef struct {
   io_ring *r;
@@ -396,13 +406,10 @@ static napi_value IoRingQueue(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffers must be an array of 1..1024 Uint8Arrays");
       return NULL;
     }
-    struct iovec one, *v = &one;
-    if (n > 1) {
-      v = iov_take(r, n);
-      if (v == NULL) {
-        napi_get_boolean(env, false, &result); /* submit first, then the arena can grow */
-        return result;
-      }
+    struct iovec one, *v = iovecs_for(r, n, &one);
+    if (v == NULL) {
+      napi_get_boolean(env, false, &result); /* submit first, then the arena can grow */
+      return result;
     }
     for (uint32_t i = 0; i < n; i++) {
       napi_value b;
@@ -411,7 +418,7 @@ static napi_value IoRingQueue(napi_env env, napi_callback_info info) {
       void *data;
       if (napi_get_element(env, argv[4], i, &b) != napi_ok ||
           napi_get_typedarray_info(env, b, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-        if (n > 1) r->iov_used -= n;
+        iovecs_return(r, n, v, &one);
         napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffers must be Uint8Arrays");
         return NULL;
       }
@@ -481,13 +488,10 @@ static napi_value IoRingQueueSpans(napi_env env, napi_callback_info info) {
     napi_get_boolean(env, false, &result);
     return result;
   }
-  struct iovec one, *v = &one;
-  if (n > 1) {
-    v = iov_take(r, n);
-    if (v == NULL) {
-      napi_get_boolean(env, false, &result); /* submit first, then the arena can grow */
-      return result;
-    }
+  struct iovec one, *v = iovecs_for(r, n, &one);
+  if (v == NULL) {
+    napi_get_boolean(env, false, &result); /* submit first, then the arena can grow */
+    return result;
   }
   const double *t = tdata;
   for (uint32_t i = 0; i < n; i++) {
@@ -496,7 +500,7 @@ static napi_value IoRingQueueSpans(napi_env env, napi_callback_info info) {
      * both are checked against the length first). */
     if (!(bi >= 0 && bi < nbases && bi == (double)(uint32_t)bi) || !(off >= 0 && off <= (double)base_len[(uint32_t)bi]) ||
         off != (double)(uint64_t)off || !(len >= 0 && len <= (double)base_len[(uint32_t)bi] - off) || len != (double)(uint64_t)len) {
-      if (n > 1) r->iov_used -= n;
+      iovecs_return(r, n, v, &one);
       napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "a span is not inside its base");
       return NULL;
     }
